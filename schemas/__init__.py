@@ -1,0 +1,1 @@
+"""What an event is: the Avro contracts (avro/*.avsc) and the single-object codec."""

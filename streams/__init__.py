@@ -1,0 +1,1 @@
+"""How events move and where state lives: Kafka clients, the sink, the simulator, the CLI."""

@@ -1,0 +1,195 @@
+"""The one configuration loader: environment variables with the FUNDWATCH_ prefix, or a .env file.
+
+Nested settings use a double underscore (FUNDWATCH_TOPICS__SETTLEMENT__PARTITIONS=12).
+Secrets are SecretStr: they print as '**********' and are only unwrapped where a client needs them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / ".local"
+DAY_MS = 24 * 3600 * 1000
+DEV_PSEUDONYM_KEY = "fundwatch-dev-key-change-me"
+
+
+class TopicSpec(BaseModel):
+    """A topic's name, partition count and retention."""
+
+    name: str
+    partitions: int = Field(ge=1)
+    retention_ms: int = Field(description="-1 keeps records forever")
+
+    def config(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "message.timestamp.type": "CreateTime"}
+
+
+class Topics(BaseModel):
+    """Input and output topics. Inputs keep 30 days so a month can be replayed for backtests."""
+
+    settlement: TopicSpec = TopicSpec(name="settlement", partitions=4, retention_ms=30 * DAY_MS)
+    trace_scan: TopicSpec = TopicSpec(name="trace-scan", partitions=4, retention_ms=30 * DAY_MS)
+    face_verify: TopicSpec = TopicSpec(name="face-verify", partitions=4, retention_ms=30 * DAY_MS)
+    alerts: TopicSpec = TopicSpec(name="alerts", partitions=4, retention_ms=90 * DAY_MS)
+    aggregates: TopicSpec = TopicSpec(name="aggregates", partitions=4, retention_ms=30 * DAY_MS)
+    dead_letters: TopicSpec = TopicSpec(name="dead-letters", partitions=1, retention_ms=90 * DAY_MS)
+    sim_labels: TopicSpec = TopicSpec(name="sim-labels", partitions=1, retention_ms=-1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        """Let one field be overridden (FUNDWATCH_TOPICS__ALERTS__PARTITIONS=8), keep the rest."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, fld in cls.model_fields.items():
+            if isinstance(data.get(name), dict):
+                merged[name] = {**fld.default.model_dump(), **data[name]}
+        return merged
+
+    def inputs(self) -> list[TopicSpec]:
+        return [self.settlement, self.trace_scan, self.face_verify]
+
+    def all(self) -> list[TopicSpec]:
+        return [getattr(self, name) for name in type(self).model_fields]
+
+
+class Settings(BaseSettings):
+    """FundWatch configuration. Every field can be set as FUNDWATCH_<FIELD> (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FUNDWATCH_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_client_config: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka properties, as a JSON object"
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of the topics `infra up` creates"
+    )
+    consumer_group: str = "fundwatch-sink"
+    topics: Topics = Topics()
+
+    # ClickHouse: chdb:///path (embedded, default) or http(s)://user:password@host:port/database
+    clickhouse_url: str = ""
+    clickhouse_database: str = "fundwatch"
+    clickhouse_cluster: str | None = Field(
+        default=None, description="Cluster name for ON CLUSTER DDL and replicated tables"
+    )
+
+    # Local broker (infra up)
+    kafka_heap: str = "1g"
+    local_kafka_version: str = "3.9.1"
+    local_kafka_port: int = Field(default=19092, ge=1, le=65535)
+    local_kafka_controller_port: int = Field(default=19093, ge=1, le=65535)
+
+    # Privacy: person ids are replaced by HMAC-SHA256 pseudonyms before they reach ClickHouse
+    pseudonym_key: SecretStr = SecretStr(DEV_PSEUDONYM_KEY)
+
+    # Sink batching
+    sink_batch_size: int = Field(default=20_000, ge=1)
+    sink_batch_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @property
+    def store_url(self) -> str:
+        """The ClickHouse URL, defaulting to the embedded chDB store under the data dir."""
+        return self.clickhouse_url or f"chdb://{self.data_dir / 'clickhouse'}"
+
+    @property
+    def is_embedded_store(self) -> bool:
+        return self.store_url.startswith("chdb://")
+
+    @model_validator(mode="after")
+    def _default_bootstrap(self) -> Settings:
+        """Without an explicit bootstrap, follow the local broker's port."""
+        if "kafka_bootstrap" not in self.model_fields_set:
+            self.kafka_bootstrap = f"127.0.0.1:{self.local_kafka_port}"
+        return self
+
+    @property
+    def is_local_kafka(self) -> bool:
+        """True when the bootstrap points at the broker `fundwatch infra up` manages."""
+        return self.kafka_bootstrap in {
+            f"127.0.0.1:{self.local_kafka_port}",
+            f"localhost:{self.local_kafka_port}",
+        }
+
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": _reveal(self.kafka_sasl_password),
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": _reveal(self.kafka_ssl_key_password),
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(self.kafka_client_config)
+        return conf
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to print: secrets masked, URL passwords removed."""
+        out = self.model_dump(mode="json")
+        out["clickhouse_url"] = redact_url(self.store_url)
+        for key in ("kafka_sasl_password", "kafka_ssl_key_password", "pseudonym_key"):
+            if out.get(key):
+                out[key] = "**********"
+        out["kafka_client_config"] = {
+            k: ("**********" if "password" in k or "secret" in k else v)
+            for k, v in self.kafka_client_config.items()
+        }
+        return out
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a user:password@host URL."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

@@ -1,0 +1,203 @@
+"""`fundwatch run`: the whole slice on one machine, with live progress.
+
+It brings the local broker up (or checks a remote one), opens the store and serves queries on it,
+starts `fundwatch simulate` as a child process producing to Kafka, and runs the sink in this
+process until every produced record is stored (bounded) or Ctrl-C (unbounded). What was produced
+is measured from the topics' end offsets, not taken on trust from the producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.config import Settings
+from streams.progress import Dashboard
+
+log = logging.getLogger(__name__)
+
+INPUT_ROLES = ("settlement", "trace_scan", "face_verify", "sim_labels")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="simulate N events, exit 0 once all are stored (default: unbounded, until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="offered load in events/s (default: as fast as possible)",
+    )
+    parser.add_argument("--preset", default="small", help="simulated world size (default: small)")
+    parser.add_argument("--seed", type=int, default=7, help="simulation seed (default: 7)")
+    parser.add_argument(
+        "--no-sim",
+        action="store_true",
+        help="do not simulate: only ingest what arrives on the topics",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="log lines instead of the live dashboard (default when not a TTY)",
+    )
+
+
+@dataclass
+class Offsets:
+    """End offsets per (topic, partition), read with a group-less consumer."""
+
+    settings: Settings
+    topics: list[str]
+    _consumer: Consumer | None = field(default=None, init=False)
+
+    def read(self) -> dict[tuple[str, int], int]:
+        if self._consumer is None:
+            conf = {**self.settings.kafka_common(), "group.id": "fundwatch-offsets-probe"}
+            self._consumer = Consumer(conf)
+        out: dict[tuple[str, int], int] = {}
+        metadata = self._consumer.list_topics(timeout=10)
+        for topic in self.topics:
+            for partition in metadata.topics[topic].partitions:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10, cached=False
+                )
+                out[(topic, partition)] = high
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.sink.service import Sink
+    from streams.stack import local_kafka
+    from streams.stack.topics import ensure_topics
+    from streams.store.client import Store, StoreError
+    from streams.store.owner import QueryServer
+
+    if settings.is_local_kafka:
+        local_kafka.ensure_broker(settings)
+    ensure_topics(settings, settings.topics.all())
+    try:
+        store = Store(settings).open()
+    except StoreError as exc:
+        print(f"fundwatch run: {exc}", file=sys.stderr)
+        return 1
+    store.ensure_schema()
+    server = QueryServer(store).start() if store.embedded else None
+    sink = Sink(settings, store)
+    watched = [getattr(settings.topics, r).name for r in INPUT_ROLES]
+    offsets = Offsets(settings, [*watched, settings.topics.dead_letters.name])
+    start_offsets = offsets.read()
+    sim = None if args.no_sim else _start_simulator(args)
+    done = _Completion(sim, sink, offsets, watched, settings.topics.dead_letters.name)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sink.stop())
+    plain = args.plain or not sys.stderr.isatty()
+    dashboard = Dashboard(sink, offsets, start_offsets, sim, plain=plain)
+    started = time.monotonic()
+    try:
+        with dashboard:
+            sink.run(until=done if args.events is not None else None)
+    finally:
+        if sim is not None and sim.poll() is None:
+            sim.send_signal(signal.SIGINT)
+            try:
+                sim.wait(15)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+        final = offsets.read()
+        offsets.close()
+        if server is not None:
+            server.close()
+        counts = _summary_counts(store, settings)
+        store.close()
+    elapsed = time.monotonic() - started
+    produced = {
+        t: sum(final[k] - start_offsets.get(k, 0) for k in final if k[0] == t) for t in watched
+    }
+    dashboard.print_summary(produced, counts, elapsed, settings)
+    if sim is not None and sim.returncode not in (0, -signal.SIGINT, 130):
+        print(f"fundwatch run: the simulator failed (exit {sim.returncode})", file=sys.stderr)
+        return 1
+    if args.events is not None and not done.reached:
+        print("fundwatch run: stopped before every event was stored", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _start_simulator(args: argparse.Namespace) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "simulate",
+        "--to",
+        "kafka",
+        "--quiet",
+        "--preset",
+        args.preset,
+        "--seed",
+        str(args.seed),
+    ]
+    if args.events is not None:
+        cmd += ["--events", str(args.events)]
+    else:
+        cmd += ["--forever"]
+    if args.rate:
+        cmd += ["--rate", str(args.rate)]
+    log.info("starting simulator: %s", " ".join(cmd[2:]))
+    return subprocess.Popen(cmd, env=os.environ.copy())
+
+
+class _Completion:
+    """True once the simulator has exited and the sink has committed past everything it wrote."""
+
+    def __init__(self, sim, sink, offsets: Offsets, watched: list[str], dead_topic: str) -> None:
+        self.sim, self.sink, self.offsets = sim, sink, offsets
+        self.watched, self.dead_topic = watched, dead_topic
+        self.targets: dict[tuple[str, int], int] | None = None
+        self.reached = False
+        self._last_check = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        if self.sim is not None and self.sim.poll() is None:
+            return False
+        if time.monotonic() - self._last_check < 0.3:
+            return False
+        self._last_check = time.monotonic()
+        ends = self.offsets.read()
+        if self.targets is None:
+            self.targets = {k: v for k, v in ends.items() if k[0] in self.watched}
+        targets = {**self.targets, **{k: v for k, v in ends.items() if k[0] == self.dead_topic}}
+        committed = self.sink.committed
+        self.reached = all(committed.get(k, 0) >= v for k, v in targets.items() if v > 0)
+        return self.reached
+
+
+def _summary_counts(store, settings: Settings) -> dict[str, int]:
+    from streams.store.tables import TABLES
+
+    out = {}
+    for table in TABLES:
+        out[table.name] = int(
+            store.scalar(f"SELECT count() FROM `{store.database}`.`{table.name}` FINAL")
+        )
+    return out

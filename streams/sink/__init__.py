@@ -1,0 +1,1 @@
+"""The sink: Kafka topics -> ClickHouse tables, in batches, committing only stored offsets."""

@@ -1,0 +1,314 @@
+"""The sink: consume FundWatch topics, store rows in ClickHouse in batches, then commit offsets.
+
+Order of a flush: insert every buffered row (retrying with backoff while the store fails, the
+partitions paused so the group keeps us), deliver the dead letters produced for undecodable
+records, and only then commit the consumed offsets. A crash anywhere before the commit replays
+the batch; tables are ReplacingMergeTree keyed by event id, so a replay does not duplicate rows.
+
+Undecodable input records are produced to the dead-letters topic with their raw bytes and the
+reason; the sink reads that topic like any other, so every dead letter (the sink's or a worker's)
+reaches the `dead_letters` table by one path. Counts reconcile:
+read = stored + dead-lettered, per topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from schemas.codec import Codec, CodecError
+from streams.config import Settings
+from streams.kafka.clients import make_consumer, make_producer
+from streams.privacy import Pseudonymizer
+from streams.sink.rows import HANDLERS, Lineage, Row
+from streams.store.client import Store
+from streams.store.tables import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+SINK_ROLES = ("settlement", "trace_scan", "face_verify", "alerts", "dead_letters", "sim_labels")
+MAX_BACKOFF_S = 30.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class TopicStats:
+    read: int = 0
+    stored: int = 0  # records whose rows are in the store (committed)
+    dead_lettered: int = 0
+    lag: int = 0
+
+
+@dataclass
+class SinkStats:
+    """Counters shown by `fundwatch run` and logged at shutdown."""
+
+    topics: dict[str, TopicStats] = field(default_factory=lambda: defaultdict(TopicStats))
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    batches: int = 0
+    store_failures: int = 0
+    last_flush_ms: int = 0
+    state: str = "starting"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "batches": self.batches,
+            "store_failures": self.store_failures,
+            "topics": {t: vars(s).copy() for t, s in self.topics.items()},
+            "rows": dict(self.rows),
+        }
+
+
+class Sink:
+    """Consumes the given topic roles and writes them to the store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        roles: tuple[str, ...] = SINK_ROLES,
+        group_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.codec = Codec.default()
+        self.pseudo = Pseudonymizer.from_settings(settings)
+        self.role_of = {getattr(settings.topics, role).name: role for role in roles}
+        self.dead_letter_topic = settings.topics.dead_letters.name
+        self.stats = SinkStats()
+        self._stop = threading.Event()
+        self._rows: dict[str, list[Row]] = defaultdict(list)
+        self._pending: dict[tuple[str, int], int] = {}  # next offset to commit
+        self.committed: dict[tuple[str, int], int] = {}  # committed next offsets, per partition
+        self._pending_counts: dict[str, int] = defaultdict(int)
+        self._pending_dead: dict[str, int] = defaultdict(int)
+        self._delivery_errors: list[str] = []
+        self._batch_started = time.monotonic()
+        self.consumer = make_consumer(
+            settings,
+            group_id or settings.consumer_group,
+            **{"statistics.interval.ms": 1000, "stats_cb": self._on_kafka_stats},
+        )
+        self.producer = make_producer(settings)
+
+    # -- public ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight, commit and return."""
+        self._stop.set()
+
+    def run(
+        self, until: Callable[[], bool] | None = None, idle_timeout_s: float | None = None
+    ) -> None:
+        """Consume until stop() is called, `until()` is true after a flush, or nothing arrives
+        for idle_timeout_s seconds with everything committed."""
+        self.consumer.subscribe(
+            list(self.role_of), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self.stats.state = "running"
+        idle_since = time.monotonic()
+        batch_size, batch_s = self.settings.sink_batch_size, self.settings.sink_batch_seconds
+        try:
+            while not self._stop.is_set():
+                messages = self.consumer.consume(num_messages=min(batch_size, 5000), timeout=0.1)
+                for msg in messages:
+                    self._handle(msg)
+                pending = sum(self._pending_counts.values()) + sum(self._pending_dead.values())
+                if messages:
+                    idle_since = time.monotonic()
+                if pending and (
+                    pending >= batch_size or time.monotonic() - self._batch_started >= batch_s
+                ):
+                    self.flush()
+                if not pending and until is not None and until():
+                    break
+                if (
+                    idle_timeout_s is not None
+                    and not pending
+                    and time.monotonic() - idle_since >= idle_timeout_s
+                ):
+                    break
+            self.flush()
+        finally:
+            self.stats.state = "stopped"
+            self.consumer.close()
+            self.producer.flush(10)
+            log.info("sink stopped: %s", json.dumps(self.stats.snapshot(), ensure_ascii=False))
+
+    # -- per record --------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        role = self.role_of[topic]
+        self.stats.topics[topic].read += 1
+        self._pending[(topic, partition)] = offset + 1
+        expected, to_rows = HANDLERS[role]
+        value = msg.value()
+        try:
+            if value is None:
+                raise _Invalid("empty_value", "record has no value (tombstone or empty)")
+            info, record = self.codec.decode_with_info(value)
+            if info.name != expected:
+                raise _Invalid(
+                    "unexpected_schema",
+                    f"topic {topic} carries {expected} records, got {info.name} v{info.version}",
+                )
+            lineage = Lineage(partition, offset, info.version, now_ms())
+            rows = to_rows(record, lineage, self.pseudo)
+        except (CodecError, _Invalid) as exc:
+            self._dead_letter(msg, role, getattr(exc, "reason_code", "invalid"), str(exc))
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            self._dead_letter(msg, role, "invalid_record", f"record does not map to rows: {exc!r}")
+            return
+        for table, row in rows:
+            self._rows[table].append(row)
+        self._pending_counts[topic] += 1
+
+    def _dead_letter(self, msg: Message, role: str, reason_code: str, reason: str) -> None:
+        topic = msg.topic()
+        self.stats.topics[topic].dead_lettered += 1
+        self._pending_dead[topic] += 1
+        log.warning(
+            "dead letter: %s[%d]@%d %s: %s",
+            topic,
+            msg.partition(),
+            msg.offset(),
+            reason_code,
+            reason,
+        )
+        ts_type, ts = msg.timestamp()
+        letter = {
+            "dead_letter_id": dead_letter_id("sink", topic, msg.partition(), msg.offset()),
+            "source_topic": topic,
+            "source_partition": msg.partition(),
+            "source_offset": msg.offset(),
+            "record_timestamp": ts if ts_type != 0 else None,
+            "key": msg.key(),
+            "value": msg.value(),
+            "reason_code": reason_code,
+            "reason": reason,
+            "detected_at": now_ms(),
+            "stage": "sink",
+        }
+        if role == "dead_letters":
+            # A dead letter that cannot be read is stored directly rather than re-queued forever.
+            self._rows["dead_letters"].append(tuple(letter[c] for c in DEAD_LETTERS.insert_columns))
+            return
+        self.producer.produce(
+            self.dead_letter_topic,
+            key=topic.encode(),
+            value=self.codec.encode("DeadLetter", letter),
+            timestamp=letter["detected_at"],
+            on_delivery=self._on_delivery,
+        )
+        self.producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    # -- batches -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Store buffered rows, deliver dead letters, then commit the consumed offsets."""
+        if not self._pending:
+            self._batch_started = time.monotonic()
+            return
+        self._store_with_retry()
+        self._deliver_dead_letters()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+        self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.committed.update(self._pending)
+        for topic, n in self._pending_counts.items():
+            self.stats.topics[topic].stored += n
+        self._pending.clear()
+        self._pending_counts.clear()
+        self._pending_dead.clear()
+        self.stats.batches += 1
+        self.stats.last_flush_ms = now_ms()
+        self._batch_started = time.monotonic()
+
+    def _store_with_retry(self) -> None:
+        backoff = 0.5
+        paused: list[TopicPartition] = []
+        while True:
+            try:
+                for table, rows in self._rows.items():
+                    if rows:
+                        self.store.insert_rows(table, rows)
+                        self.stats.rows[table] += len(rows)
+                        rows.clear()
+                break
+            except Exception as exc:  # the store may fail in many ways; we retry them all
+                self.stats.store_failures += 1
+                self.stats.state = "store unavailable, retrying"
+                log.error("store insert failed (retry in %.1fs): %s", backoff, exc)
+                if not paused:
+                    paused = self.consumer.assignment()
+                    self.consumer.pause(paused)
+                deadline = time.monotonic() + backoff
+                while time.monotonic() < deadline and not self._stop.is_set():
+                    self.consumer.poll(0.1)  # keeps group membership while paused
+                if self._stop.is_set():
+                    raise
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if paused:
+            self.consumer.resume(paused)
+            self.stats.state = "running"
+            log.info("store available again; resumed %d partitions", len(paused))
+
+    def _deliver_dead_letters(self) -> None:
+        remaining = self.producer.flush(30)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise RuntimeError(
+                f"could not deliver dead letters ({remaining} undelivered): {errors[:3]}; "
+                "offsets not committed, the batch will be re-read"
+            )
+
+    # -- Kafka callbacks -----------------------------------------------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(partitions))
+        for tp in consumer.committed(partitions, timeout=10):
+            if tp.offset >= 0:
+                self.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("revoking %d partitions: flushing first", len(partitions))
+        self.flush()
+
+    def _on_kafka_stats(self, raw: str) -> None:
+        stats = json.loads(raw)
+        for topic, tstats in stats.get("topics", {}).items():
+            lag = 0
+            for pid, p in tstats.get("partitions", {}).items():
+                if pid != "-1" and p.get("consumer_lag", -1) > 0:
+                    lag += p["consumer_lag"]
+            self.stats.topics[topic].lag = lag
+
+
+class _Invalid(Exception):
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+def dead_letter_id(stage: str, topic: str, partition: int, offset: int) -> str:
+    """Deterministic: the same record dead-lettered twice by the same stage gets one id."""
+    return hashlib.sha256(f"{stage}|{topic}|{partition}|{offset}".encode()).hexdigest()[:32]

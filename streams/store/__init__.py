@@ -1,0 +1,1 @@
+"""The ClickHouse store: table definitions, the client, and the embedded-store owner endpoint."""
