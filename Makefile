@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install FundWatch with its dev tools
 
-run: $(STAMP)  ## bring the local stack up, simulate, ingest, show live progress (ARGS="..." for fundwatch run)
+RUN_DEFAULT := --preset tiny --days 14
+
+run: $(STAMP)  ## bring the stack up, simulate, detect, store, show live progress (ARGS="..." for fundwatch run)
 	$(BIN)/fundwatch infra install
-	$(BIN)/fundwatch run $(ARGS)
+	$(BIN)/fundwatch run $(if $(ARGS),$(ARGS),$(RUN_DEFAULT))
 
 test: $(STAMP)  ## the whole suite against the real local broker and chDB (slow tests included)
 	$(BIN)/fundwatch infra install

@@ -51,6 +51,12 @@ def _cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker.cli import run_from_args
+
+    return run_from_args(args, settings)
+
+
 def _cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from streams.store.cli import query_from_args
 
@@ -120,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     sink_args(
         add("sink", _cmd_sink, "consume the topics and store raw events, alerts and dead letters")
     )
+
+    from streams.worker.cli import add_arguments as worker_args
+
+    worker_args(add("worker", _cmd_worker, "run a detection worker (faust): events in, alerts out"))
 
     from streams.store.cli import add_query_arguments, add_store_arguments
 

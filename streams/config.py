@@ -40,6 +40,13 @@ class Topics(BaseModel):
     aggregates: TopicSpec = TopicSpec(name="aggregates", partitions=4, retention_ms=30 * DAY_MS)
     dead_letters: TopicSpec = TopicSpec(name="dead-letters", partitions=1, retention_ms=90 * DAY_MS)
     sim_labels: TopicSpec = TopicSpec(name="sim-labels", partitions=1, retention_ms=-1)
+    # internal: input records re-keyed for the worker's institution and doctor stages
+    by_institution: TopicSpec = TopicSpec(
+        name="fundwatch-by-institution", partitions=4, retention_ms=7 * DAY_MS
+    )
+    by_doctor: TopicSpec = TopicSpec(
+        name="fundwatch-by-doctor", partitions=4, retention_ms=7 * DAY_MS
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +113,15 @@ class Settings(BaseSettings):
 
     # Privacy: person ids are replaced by HMAC-SHA256 pseudonyms before they reach ClickHouse
     pseudonym_key: SecretStr = SecretStr(DEV_PSEUDONYM_KEY)
+
+    # Worker (faust): consumer group / app id, batches, event-time lateness, reference data
+    worker_app_id: str = "fundwatch-worker"
+    worker_batch_size: int = Field(default=2000, ge=1)
+    worker_batch_seconds: float = Field(default=0.2, gt=0)
+    allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
+    registry_dir: Path | None = Field(
+        default=None, description="institutions.jsonl and drugs.jsonl (default <data_dir>/registry)"
+    )
 
     # Sink batching
     sink_batch_size: int = Field(default=20_000, ge=1)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRY_QUERIES = (
+    "SELECT detector_id, kind, count() AS n, sum(amount_at_risk) AS yuan FROM alerts FINAL "
+    "GROUP BY detector_id, kind ORDER BY n DESC",
+    "SELECT * FROM top_institutions LIMIT 10",
     "SELECT visit_type, count() AS n, sum(total_yuan) AS yuan FROM settlements FINAL "
     "GROUP BY visit_type",
     "SELECT scenario, count() FROM sim_labels FINAL GROUP BY scenario ORDER BY scenario",
@@ -105,7 +108,24 @@ class Dashboard:
             f"[bold]{self._rate():,.0f}[/] events/s stored   elapsed {elapsed:,.0f}s"
             f"   batches {stats.batches}   simulator {sim}   sink {stats.state}"
         )
-        return Panel(Group(head, table), title="FundWatch run", subtitle="Ctrl-C to stop")
+        return Panel(
+            Group(head, table, *self._alert_panels()),
+            title="FundWatch run",
+            subtitle="Ctrl-C to stop",
+        )
+
+    def _alert_panels(self) -> list[Any]:
+        stats = self.sink.stats
+        if not stats.alerts_by_detector:
+            return []
+        counts = Table("detector", "alerts", box=None, title="alerts stored, by detector")
+        for detector, n in stats.alerts_by_detector.most_common(10):
+            counts.add_row(detector, f"{n:,}")
+        latest = Table("event time", "kind", "explanation", box=None, title="latest alerts")
+        for event_ms, _detector, kind, text in list(stats.latest_alerts):
+            when = time.strftime("%m-%d %H:%M", time.localtime(event_ms / 1000))
+            latest.add_row(when, kind, text)
+        return [counts, latest]
 
     def _line(self) -> str:
         parts = [f"{self._rate():,.0f} ev/s"]
@@ -130,6 +150,11 @@ class Dashboard:
         for name, n in counts.items():
             rows.add_row(name, f"{n:,}")
         out.print(rows)
+        if self.sink.stats.alerts_by_detector:
+            by = Table("detector", "alerts", title="Alerts stored this run")
+            for detector, n in sorted(self.sink.stats.alerts_by_detector.items()):
+                by.add_row(detector, f"{n:,}")
+            out.print(by)
         total = sum(produced.values())
         out.print(f"{total:,} records in {elapsed:,.1f}s ({total / max(elapsed, 1e-9):,.0f}/s)")
         out.print("Try:")

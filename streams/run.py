@@ -14,21 +14,30 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams.config import Settings
 from streams.progress import Dashboard
+from streams.worker.process import WorkerProcess
 
 log = logging.getLogger(__name__)
 
 INPUT_ROLES = ("settlement", "trace_scan", "face_verify", "sim_labels")
+OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="simulate N days of the preset's world, exit 0 once all is stored",
+    )
     parser.add_argument(
         "--events",
         type=int,
@@ -49,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-sim",
         action="store_true",
         help="do not simulate: only ingest what arrives on the topics",
+    )
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not start a detection worker (ingest raw events only)",
     )
     parser.add_argument(
         "--plain",
@@ -103,10 +117,17 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     server = QueryServer(store).start() if store.embedded else None
     sink = Sink(settings, store)
     watched = [getattr(settings.topics, r).name for r in INPUT_ROLES]
-    offsets = Offsets(settings, [*watched, settings.topics.dead_letters.name])
+    outputs = [getattr(settings.topics, r).name for r in OUTPUT_ROLES]
+    offsets = Offsets(settings, [*watched, *outputs])
     start_offsets = offsets.read()
     sim = None if args.no_sim else _start_simulator(args)
-    done = _Completion(sim, sink, offsets, watched, settings.topics.dead_letters.name)
+    worker = None
+    if not args.no_worker:
+        registry = _registry_dir(settings, args, sim)
+        worker = WorkerProcess(
+            settings, registry, log_path=settings.data_dir / "logs" / "worker.log"
+        ).start()
+    done = _Completion(sim, worker, sink, offsets, watched, outputs)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sink.stop())
     plain = args.plain or not sys.stderr.isatty()
@@ -114,8 +135,10 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     try:
         with dashboard:
-            sink.run(until=done if args.events is not None else None)
+            sink.run(until=done if _bounded(args) else None)
     finally:
+        if worker is not None:
+            worker.stop()
         if sim is not None and sim.poll() is None:
             sim.send_signal(signal.SIGINT)
             try:
@@ -136,10 +159,28 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     if sim is not None and sim.returncode not in (0, -signal.SIGINT, 130):
         print(f"fundwatch run: the simulator failed (exit {sim.returncode})", file=sys.stderr)
         return 1
-    if args.events is not None and not done.reached:
+    if _bounded(args) and not done.reached:
         print("fundwatch run: stopped before every event was stored", file=sys.stderr)
         return 1
     return 0
+
+
+def _registry_dir(settings: Settings, args: argparse.Namespace, sim) -> Path | None:
+    """The reference data the worker judges against: the simulator's, once it is written."""
+    if sim is None:
+        return settings.registry_dir
+    directory = settings.data_dir / "sim" / f"{args.seed}-{args.preset}"
+    deadline = time.monotonic() + 120
+    while not (directory / "drugs.jsonl").exists():
+        if sim.poll() is not None or time.monotonic() > deadline:
+            log.warning("the simulator wrote no reference data in %s", directory)
+            return None
+        time.sleep(0.1)
+    return directory
+
+
+def _bounded(args: argparse.Namespace) -> bool:
+    return args.events is not None or args.days is not None
 
 
 def _start_simulator(args: argparse.Namespace) -> subprocess.Popen:
@@ -158,7 +199,9 @@ def _start_simulator(args: argparse.Namespace) -> subprocess.Popen:
     ]
     if args.events is not None:
         cmd += ["--events", str(args.events)]
-    else:
+    if args.days is not None:
+        cmd += ["--days", str(args.days)]
+    if not _bounded(args):
         cmd += ["--forever"]
     if args.rate:
         cmd += ["--rate", str(args.rate)]
@@ -167,26 +210,36 @@ def _start_simulator(args: argparse.Namespace) -> subprocess.Popen:
 
 
 class _Completion:
-    """True once the simulator has exited and the sink has committed past everything it wrote."""
+    """True once the simulator has exited, the worker has caught up with everything it reads,
+    and the sink has committed past everything written to its topics, outputs included."""
 
-    def __init__(self, sim, sink, offsets: Offsets, watched: list[str], dead_topic: str) -> None:
-        self.sim, self.sink, self.offsets = sim, sink, offsets
-        self.watched, self.dead_topic = watched, dead_topic
+    def __init__(self, sim, worker, sink, offsets: Offsets, watched, outputs) -> None:
+        self.sim, self.worker, self.sink, self.offsets = sim, worker, sink, offsets
+        self.watched, self.outputs = watched, outputs
         self.targets: dict[tuple[str, int], int] | None = None
         self.reached = False
+        self._worker_stable = 0
         self._last_check = 0.0
-        self._lock = threading.Lock()
 
     def __call__(self) -> bool:
         if self.sim is not None and self.sim.poll() is None:
             return False
-        if time.monotonic() - self._last_check < 0.3:
+        if time.monotonic() - self._last_check < 0.5:
             return False
         self._last_check = time.monotonic()
+        if self.worker is not None and self._worker_stable < 2:
+            if not self.worker.alive():
+                raise RuntimeError("the worker exited: see .local/logs/worker.log")
+            try:
+                committed, end = self.worker.progress()
+            except KafkaException:  # the group coordinator may still be loading
+                return False
+            self._worker_stable = self._worker_stable + 1 if committed >= end else 0
+            return False
         ends = self.offsets.read()
         if self.targets is None:
             self.targets = {k: v for k, v in ends.items() if k[0] in self.watched}
-        targets = {**self.targets, **{k: v for k, v in ends.items() if k[0] == self.dead_topic}}
+        targets = {**self.targets, **{k: v for k, v in ends.items() if k[0] in self.outputs}}
         committed = self.sink.committed
         self.reached = all(committed.get(k, 0) >= v for k, v in targets.items() if v > 0)
         return self.reached

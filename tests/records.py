@@ -64,6 +64,16 @@ def alert(**over: Any) -> dict[str, Any]:
     return {**record, **over}
 
 
+def institution_hour(**over: Any) -> dict[str, Any]:
+    record = {
+        "institution_id": "H360102000001", "institution_type": "HOSPITAL", "institution_level": 2,
+        "region_code": "360102", "hour_start": T0 - T0 % 3_600_000, "settlements": 12,
+        "reversals": 1, "amount_fen": 98000, "fund_paid_fen": 68600, "self_paid_fen": 29400,
+        "distinct_persons": 11, "doctors": 3, "revision": 0, "computed_at": T0 + 3_600_000,
+    }  # fmt: skip
+    return {**record, **over}
+
+
 def dead_letter(**over: Any) -> dict[str, Any]:
     record = {
         "dead_letter_id": "d" * 32, "source_topic": "settlement", "source_partition": 0,
@@ -89,6 +99,7 @@ RECORDS: dict[str, Callable[..., dict[str, Any]]] = {
     "TraceScanEvent": trace_scan,
     "FaceVerifyEvent": face_verify,
     "Alert": alert,
+    "InstitutionHour": institution_hour,
     "DeadLetter": dead_letter,
     "SimLabel": sim_label,
 }

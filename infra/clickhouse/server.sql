@@ -139,6 +139,32 @@ PARTITION BY toYYYYMM(event_time)
 ORDER BY (toDate(event_time), ifNull(region_code, ''), ifNull(institution_id, ''), detector_id, alert_id)
 COMMENT 'One row per alert id (re-emissions collapse). Person entity ids are pseudonyms.';
 
+CREATE TABLE IF NOT EXISTS `fundwatch`.`institution_hourly` (
+    `institution_id` LowCardinality(String),
+    `institution_type` LowCardinality(String) COMMENT 'HOSPITAL, CLINIC or PHARMACY',
+    `institution_level` UInt8 COMMENT 'hospital level 1-3, 0 otherwise',
+    `region_code` LowCardinality(String) COMMENT 'six-digit division of the institution',
+    `province_code` LowCardinality(String) MATERIALIZED substring(region_code, 1, 2) COMMENT 'first two digits of the region',
+    `city_code` LowCardinality(String) MATERIALIZED substring(region_code, 1, 4) COMMENT 'first four digits of the region',
+    `hour_start` DateTime64(3, 'Asia/Shanghai') COMMENT 'start of the hour (hours align in UTC and UTC+8)',
+    `settlements` UInt32 COMMENT 'settlements in the hour, reversals excluded',
+    `reversals` UInt32 COMMENT 'reversal settlements (冲正) in the hour',
+    `amount_fen` Int64 COMMENT 'total amount, net of reversals',
+    `fund_paid_fen` Int64 COMMENT 'fund-paid amount, net of reversals',
+    `self_paid_fen` Int64 COMMENT 'self-paid amount, net of reversals',
+    `amount_yuan` Decimal(18, 2) ALIAS toDecimal64(amount_fen, 2) / 100 COMMENT 'total amount in yuan',
+    `fund_paid_yuan` Decimal(18, 2) ALIAS toDecimal64(fund_paid_fen, 2) / 100 COMMENT 'fund-paid amount in yuan',
+    `self_paid_yuan` Decimal(18, 2) ALIAS toDecimal64(self_paid_fen, 2) / 100 COMMENT 'self-paid amount in yuan',
+    `distinct_persons` UInt32 COMMENT 'distinct persons settled in the hour (not additive)',
+    `doctors` UInt32 COMMENT 'distinct doctors in the hour (not additive)',
+    `revision` UInt32 COMMENT '0 when the hour closed, +1 per late correction',
+    `computed_at` DateTime64(3, 'Asia/Shanghai') COMMENT 'when the worker emitted this revision (wall clock)'
+)
+ENGINE = ReplacingMergeTree(revision)
+PARTITION BY toYYYYMM(hour_start)
+ORDER BY (region_code, institution_id, hour_start)
+COMMENT 'Settlements per institution and hour, from the aggregates topic. A late correction re-emits the hour with a higher revision: query with FINAL.';
+
 CREATE TABLE IF NOT EXISTS `fundwatch`.`dead_letters` (
     `dead_letter_id` String,
     `source_topic` LowCardinality(String),
@@ -171,3 +197,310 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (scenario, label_id)
 COMMENT 'Ground truth of the simulator: one row per injected fraud instance.';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`region_daily` AS
+-- Settlement counts and money come from institution_hourly FINAL (the latest revision of each
+-- hour; an hour appears once the worker closes it). Distinct persons do NOT add up across hours,
+-- institutions or regions (one person visits several), so they are counted here per region and
+-- day from settlements FINAL; for a city or a province count them from settlements, never by
+-- summing this column. Alerts are counted on the local day of their triggering event.
+SELECT
+    day,
+    substring(region, 1, 2) AS province_code,
+    substring(region, 1, 4) AS city_code,
+    region AS region_code,
+    sum(n_settlements) AS settlements,
+    sum(n_reversals) AS reversals,
+    sum(amount) AS amount_fen,
+    sum(fund_paid) AS fund_paid_fen,
+    toDecimal64(sum(amount), 2) / 100 AS amount_yuan,
+    toDecimal64(sum(fund_paid), 2) / 100 AS fund_paid_yuan,
+    sum(n_institutions) AS institutions,
+    sum(n_persons) AS distinct_persons,
+    sum(n_alerts) AS alerts,
+    sum(n_violations) AS violations,
+    sum(n_suspicious) AS suspicious,
+    sum(at_risk) AS amount_at_risk_fen,
+    toDecimal64(sum(at_risk), 2) / 100 AS amount_at_risk_yuan
+FROM
+(
+    SELECT
+        toDate(hour_start) AS day,
+        toString(region_code) AS region,
+        sum(toUInt64(settlements)) AS n_settlements,
+        sum(toUInt64(reversals)) AS n_reversals,
+        sum(amount_fen) AS amount,
+        sum(fund_paid_fen) AS fund_paid,
+        toUInt64(uniqExact(institution_id)) AS n_institutions,
+        toUInt64(0) AS n_persons,
+        toUInt64(0) AS n_alerts,
+        toUInt64(0) AS n_violations,
+        toUInt64(0) AS n_suspicious,
+        toInt64(0) AS at_risk
+    FROM `fundwatch`.institution_hourly FINAL
+    GROUP BY day, region
+    UNION ALL
+    -- persons with a settlement that day (reversals excluded, as in institution_hourly)
+    SELECT
+        toDate(event_time) AS day,
+        toString(region_code) AS region,
+        0, 0, 0, 0, 0,
+        toUInt64(uniqExact(person_id)),
+        0, 0, 0, 0
+    FROM `fundwatch`.settlements FINAL
+    WHERE reversal_of IS NULL
+    GROUP BY day, region
+    UNION ALL
+    SELECT
+        toDate(event_time) AS day,
+        toString(assumeNotNull(region_code)) AS region,
+        0, 0, 0, 0, 0, 0,
+        count(),
+        countIf(kind = 'violation'),
+        countIf(kind = 'suspicious'),
+        sum(amount_at_risk_fen)
+    FROM `fundwatch`.alerts FINAL
+    WHERE region_code IS NOT NULL
+    GROUP BY day, region
+)
+GROUP BY day, region
+ORDER BY day, region
+COMMENT 'Per county (region_code) and local day: settlements, money, institutions, distinct persons and alerts by kind. Roll up to city_code / province_code with sum(), except distinct_persons.';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`alerts_by_detector_region_today` AS
+-- "Today" is the local day of the triggering event (the alerts ORDER BY starts with it, so
+-- only today's parts are read); alerts found today on yesterday's events are not in it.
+-- Inner columns get names of their own: an alias equal to a column name would shadow it.
+SELECT
+    detector_id,
+    kind,
+    substring(region, 1, 2) AS province_code,
+    substring(region, 1, 4) AS city_code,
+    region AS region_code,
+    count() AS alerts,
+    countIf(severity = 3) AS high_severity,
+    uniqExact(entity_id) AS entities,
+    uniqExact(institution_id) AS institutions,
+    sum(at_risk) AS amount_at_risk_fen,
+    toDecimal64(sum(at_risk), 2) / 100 AS amount_at_risk_yuan,
+    min(event_time) AS first_event_time,
+    max(event_time) AS last_event_time
+FROM
+(
+    SELECT
+        detector_id,
+        kind,
+        severity,
+        entity_id,
+        institution_id,
+        toString(ifNull(region_code, '')) AS region,
+        amount_at_risk_fen AS at_risk,
+        event_time
+    FROM `fundwatch`.alerts FINAL
+    WHERE toDate(event_time) = toDate(now(), 'Asia/Shanghai')
+)
+GROUP BY detector_id, kind, region
+ORDER BY alerts DESC, amount_at_risk_fen DESC, detector_id, kind, region
+COMMENT 'Alerts on today\'s events (local day, Asia/Shanghai) by detector, kind and county, with money at risk; most alerts first.';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`top_institutions` AS
+-- Ranked on alerts first, then money at risk; rank_by_amount ranks on money alone. The
+-- fund-paid volume (institution_hourly, same 30 days) puts the money at risk in proportion.
+SELECT
+    rank() OVER (ORDER BY a.n_alerts DESC, a.at_risk DESC) AS rank_by_alerts,
+    rank() OVER (ORDER BY a.at_risk DESC) AS rank_by_amount,
+    a.institution AS institution_id,
+    h.institution_type AS institution_type,
+    substring(a.region, 1, 2) AS province_code,
+    substring(a.region, 1, 4) AS city_code,
+    a.region AS region_code,
+    a.n_alerts AS alerts,
+    a.n_violations AS violations,
+    a.n_suspicious AS suspicious,
+    a.n_detectors AS detectors,
+    a.at_risk AS amount_at_risk_fen,
+    a.violation_at_risk AS violation_amount_fen,
+    a.suspicious_at_risk AS suspicious_amount_fen,
+    toDecimal64(a.at_risk, 2) / 100 AS amount_at_risk_yuan,
+    h.n_settlements AS settlements,
+    h.fund_paid AS fund_paid_fen,
+    if(h.fund_paid > 0, round(a.at_risk / h.fund_paid, 4), NULL) AS at_risk_share_of_fund_paid,
+    a.last_alert_time AS last_alert_time
+FROM
+(
+    SELECT
+        toString(assumeNotNull(institution_id)) AS institution,
+        toString(ifNull(any(region_code), '')) AS region,
+        count() AS n_alerts,
+        countIf(kind = 'violation') AS n_violations,
+        countIf(kind = 'suspicious') AS n_suspicious,
+        uniqExact(detector_id) AS n_detectors,
+        sum(amount_at_risk_fen) AS at_risk,
+        sumIf(amount_at_risk_fen, kind = 'violation') AS violation_at_risk,
+        sumIf(amount_at_risk_fen, kind = 'suspicious') AS suspicious_at_risk,
+        max(event_time) AS last_alert_time
+    FROM `fundwatch`.alerts FINAL
+    WHERE institution_id IS NOT NULL AND event_time >= now() - INTERVAL 30 DAY
+    GROUP BY institution
+) AS a
+LEFT JOIN
+(
+    SELECT
+        toString(institution_id) AS institution,
+        toString(any(institution_type)) AS institution_type,
+        sum(toUInt64(settlements)) AS n_settlements,
+        sum(fund_paid_fen) AS fund_paid
+    FROM `fundwatch`.institution_hourly FINAL
+    WHERE hour_start >= now() - INTERVAL 30 DAY
+    GROUP BY institution
+) AS h ON a.institution = h.institution
+ORDER BY rank_by_alerts, institution_id
+COMMENT 'Institutions ranked by alerts and by money at risk over the last 30 days, with the violation / suspicious split and their fund-paid volume for scale.';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`institution_timeline` AS
+-- One row per settlement or alert; an alert sorts after the settlement that triggered it (same
+-- event_time). related_ids: the original of a reversal, the evidence of an alert. person_id is a
+-- pseudonym. The second branch takes its column names from the first.
+SELECT *
+FROM
+(
+    SELECT
+        toString(institution_id) AS institution_id,
+        event_time,
+        'settlement' AS kind,
+        event_id AS id,
+        CAST(person_id, 'Nullable(String)') AS person_id,
+        doctor_id,
+        toString(if(reversal_of IS NULL, visit_type, 'REVERSAL')) AS label,
+        CAST(NULL, 'Nullable(String)') AS alert_kind,
+        CAST(NULL, 'Nullable(UInt8)') AS severity,
+        total_fen AS amount_fen,
+        CAST(fund_paid_fen, 'Nullable(Int64)') AS fund_paid_fen,
+        arrayStringConcat(diagnosis_codes, ',') AS detail,
+        if(reversal_of IS NULL, [], [assumeNotNull(reversal_of)]) AS related_ids
+    FROM `fundwatch`.settlements FINAL
+    UNION ALL
+    SELECT
+        toString(assumeNotNull(institution_id)),
+        event_time,
+        'alert',
+        alert_id,
+        if(entity_type = 'person', entity_id, NULL),
+        if(entity_type = 'doctor', entity_id, NULL),
+        toString(detector_id),
+        toString(kind),
+        severity,
+        amount_at_risk_fen,
+        NULL,
+        explanation,
+        evidence_event_ids
+    FROM `fundwatch`.alerts FINAL
+    WHERE institution_id IS NOT NULL
+)
+ORDER BY institution_id, event_time, kind = 'alert', id
+COMMENT 'Settlements and alerts of each institution interleaved by time (kind = settlement or alert). Filter with WHERE institution_id = ...';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`person_timeline` AS
+-- person_id is the pseudonym stored by the sink (streams.privacy): look a person up by the
+-- pseudonym of their number, never by the number. Face checks are the PATIENT ones; alerts are
+-- those whose entity is the person (entity_type = 'person'). Same event_time: settlement, then
+-- face check, then alert. The other branches take their column names from the first.
+SELECT *
+FROM
+(
+    SELECT
+        person_id,
+        event_time,
+        'settlement' AS kind,
+        event_id AS id,
+        CAST(institution_id, 'Nullable(String)') AS institution_id,
+        CAST(region_code, 'Nullable(String)') AS region_code,
+        doctor_id,
+        toString(if(reversal_of IS NULL, visit_type, 'REVERSAL')) AS label,
+        CAST(NULL, 'Nullable(String)') AS alert_kind,
+        CAST(NULL, 'Nullable(UInt8)') AS severity,
+        CAST(total_fen, 'Nullable(Int64)') AS amount_fen,
+        CAST(fund_paid_fen, 'Nullable(Int64)') AS fund_paid_fen,
+        arrayStringConcat(diagnosis_codes, ',') AS detail,
+        if(reversal_of IS NULL, [], [assumeNotNull(reversal_of)]) AS related_ids
+    FROM `fundwatch`.settlements FINAL
+    UNION ALL
+    SELECT
+        subject_id,
+        event_time,
+        'face_check',
+        event_id,
+        toString(institution_id),
+        toString(region_code),
+        NULL,
+        toString(purpose),
+        NULL,
+        NULL,
+        NULL,
+        NULL,
+        concat(
+            toString(result), ' match_score=', toString(round(match_score, 3)),
+            if(liveness_passed, '', ' liveness_failed')
+        ),
+        if(settlement_id IS NULL, [], [assumeNotNull(settlement_id)])
+    FROM `fundwatch`.face_verifications FINAL
+    WHERE subject_type = 'PATIENT'
+    UNION ALL
+    SELECT
+        entity_id,
+        event_time,
+        'alert',
+        alert_id,
+        institution_id,
+        region_code,
+        NULL,
+        toString(detector_id),
+        toString(kind),
+        severity,
+        amount_at_risk_fen,
+        NULL,
+        explanation,
+        evidence_event_ids
+    FROM `fundwatch`.alerts FINAL
+    WHERE entity_type = 'person'
+)
+ORDER BY person_id, event_time, indexOf(['settlement', 'face_check', 'alert'], kind), id
+COMMENT 'Settlements, face checks and person alerts of each person pseudonym interleaved by time (kind = settlement, face_check or alert). Filter with WHERE person_id = ...';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`doctor_daily` AS
+-- From settlements FINAL: distinct persons need the rows, and a doctor per day is small.
+-- A doctor practising at several institutions (多点执业) has one row per institution; reversals
+-- are counted apart and their negative amounts netted, as in institution_hourly.
+SELECT
+    day,
+    province_code,
+    city_code,
+    region_code,
+    institution_id,
+    doctor AS doctor_id,
+    countIf(is_settlement) AS settlements,
+    countIf(NOT is_settlement) AS reversals,
+    sum(amount) AS amount_fen,
+    sum(fund_paid) AS fund_paid_fen,
+    toDecimal64(sum(amount), 2) / 100 AS amount_yuan,
+    toDecimal64(sum(fund_paid), 2) / 100 AS fund_paid_yuan,
+    uniqExactIf(person_id, is_settlement) AS distinct_persons
+FROM
+(
+    SELECT
+        toDate(event_time) AS day,
+        province_code,
+        city_code,
+        region_code,
+        institution_id,
+        assumeNotNull(doctor_id) AS doctor,
+        reversal_of IS NULL AS is_settlement,
+        total_fen AS amount,
+        fund_paid_fen AS fund_paid,
+        person_id
+    FROM `fundwatch`.settlements FINAL
+    WHERE doctor_id IS NOT NULL
+)
+GROUP BY day, province_code, city_code, region_code, institution_id, doctor
+ORDER BY day, region_code, institution_id, doctor_id
+COMMENT 'Per doctor, institution and local day (the deepest drill-down level): settlements, money and distinct persons.';

@@ -110,6 +110,21 @@ def alert_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Rows:
     ]  # fmt: skip
 
 
+def institution_hour_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Rows:
+    """One row per emitted revision; the store keeps the highest (ReplacingMergeTree(revision))."""
+    return [
+        (
+            "institution_hourly",
+            (
+                r["institution_id"], r["institution_type"], r["institution_level"],
+                r["region_code"], r["hour_start"], r["settlements"], r["reversals"],
+                r["amount_fen"], r["fund_paid_fen"], r["self_paid_fen"], r["distinct_persons"],
+                r["doctors"], r["revision"], r["computed_at"],
+            ),
+        )
+    ]  # fmt: skip
+
+
 def dead_letter_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Rows:
     return [
         (
@@ -144,6 +159,7 @@ HANDLERS: dict[str, tuple[str, RowFn]] = {
     "trace_scan": ("TraceScanEvent", trace_scan_rows),
     "face_verify": ("FaceVerifyEvent", face_verify_rows),
     "alerts": ("Alert", alert_rows),
+    "aggregates": ("InstitutionHour", institution_hour_rows),
     "dead_letters": ("DeadLetter", dead_letter_rows),
     "sim_labels": ("SimLabel", sim_label_rows),
 }

@@ -7,8 +7,9 @@ the batch; tables are ReplacingMergeTree keyed by event id, so a replay does not
 
 Undecodable input records are produced to the dead-letters topic with their raw bytes and the
 reason; the sink reads that topic like any other, so every dead letter (the sink's or a worker's)
-reaches the `dead_letters` table by one path. Counts reconcile:
-read = stored + dead-lettered, per topic.
+reaches the `dead_letters` table by one path. Watermark records (event-time promises of the
+producers) are control, not data. Counts reconcile per topic:
+read = stored + dead-lettered + control.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,9 @@ from streams.store.tables import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
-SINK_ROLES = ("settlement", "trace_scan", "face_verify", "alerts", "dead_letters", "sim_labels")
+SINK_ROLES = (
+    "settlement", "trace_scan", "face_verify", "alerts", "aggregates", "dead_letters", "sim_labels",
+)  # fmt: skip
 MAX_BACKOFF_S = 30.0
 
 
@@ -48,6 +51,7 @@ class TopicStats:
     read: int = 0
     stored: int = 0  # records whose rows are in the store (committed)
     dead_lettered: int = 0
+    control: int = 0  # watermark records: read and committed, nothing to store
     lag: int = 0
 
 
@@ -57,6 +61,8 @@ class SinkStats:
 
     topics: dict[str, TopicStats] = field(default_factory=lambda: defaultdict(TopicStats))
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    alerts_by_detector: Counter = field(default_factory=Counter)
+    latest_alerts: deque = field(default_factory=lambda: deque(maxlen=6))  # (time, id, kind, text)
     batches: int = 0
     store_failures: int = 0
     last_flush_ms: int = 0
@@ -125,11 +131,12 @@ class Sink:
                 messages = self.consumer.consume(num_messages=min(batch_size, 5000), timeout=0.1)
                 for msg in messages:
                     self._handle(msg)
-                pending = sum(self._pending_counts.values()) + sum(self._pending_dead.values())
+                buffered = sum(self._pending_counts.values()) + sum(self._pending_dead.values())
+                pending = bool(self._pending)  # uncommitted offsets, control records included
                 if messages:
                     idle_since = time.monotonic()
                 if pending and (
-                    pending >= batch_size or time.monotonic() - self._batch_started >= batch_s
+                    buffered >= batch_size or time.monotonic() - self._batch_started >= batch_s
                 ):
                     self.flush()
                 if not pending and until is not None and until():
@@ -164,6 +171,9 @@ class Sink:
             if value is None:
                 raise _Invalid("empty_value", "record has no value (tombstone or empty)")
             info, record = self.codec.decode_with_info(value)
+            if info.name == "Watermark":
+                self.stats.topics[topic].control += 1
+                return
             if info.name != expected:
                 raise _Invalid(
                     "unexpected_schema",
@@ -180,6 +190,11 @@ class Sink:
         for table, row in rows:
             self._rows[table].append(row)
         self._pending_counts[topic] += 1
+        if role == "alerts":
+            self.stats.alerts_by_detector[record["detector_id"]] += 1
+            self.stats.latest_alerts.append(
+                (record["event_time"], record["detector_id"], record["kind"], record["explanation"])
+            )
 
     def _dead_letter(self, msg: Message, role: str, reason_code: str, reason: str) -> None:
         topic = msg.topic()

@@ -1,0 +1,191 @@
+"""The faust app: one agent over the input and repartition topics, state in a RocksDB table.
+
+Per batch (`stream.take_events`): the BatchProcessor decodes and judges the records; the agent
+sends alerts, repartitioned records and dead letters, writes the changed detector states to the
+table (RocksDB + changelog topic), flushes the producer, and only then lets faust acknowledge
+the batch. Offsets are committed for acknowledged records only, so a crash at any point replays
+records whose outputs may not have been delivered: at-least-once, made effectively-once
+downstream by deterministic alert ids and ReplacingMergeTree tables.
+
+Faust refuses table writes outside per-event iteration (faust-streaming#497: its RocksDB store
+takes the partition from the "current event"). We set the current event ourselves to an event
+of the partition whose state is written, so each state lands in the changelog partition of its
+source partition, where faust restores it after a restart or a rebalance.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from collections import defaultdict
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT
+
+from models.aggregates import InstitutionHourAggregator
+from models.reference import Registry
+from models.runner import default_detectors
+from streams.config import Settings
+from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.routing import SOURCE_ROLES
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "detector-state"
+
+
+def load_registry(settings: Settings) -> Registry:
+    directory = settings.registry_dir or settings.data_dir / "registry"
+    if not (directory / "institutions.jsonl").exists():
+        log.warning(
+            "no reference data in %s: fence checks are off (set FUNDWATCH_REGISTRY_DIR)", directory
+        )
+        return Registry()
+    registry = Registry.load(directory)
+    log.info(
+        "reference data: %d institutions, %d drugs from %s",
+        len(registry.institutions), len(registry.drugs), directory,
+    )  # fmt: skip
+    return registry
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """faust (aiokafka) credentials from the same settings the librdkafka clients use."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if proto in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
+        if settings.kafka_ssl_certificate_location:
+            password = settings.kafka_ssl_key_password
+            ssl_context.load_cert_chain(
+                settings.kafka_ssl_certificate_location,
+                settings.kafka_ssl_key_location,
+                password.get_secret_value() if password else None,
+            )
+    if proto.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
+    """Build the worker app (topics, table, agent) for these settings."""
+    topics = settings.topics
+    partitions = topics.settlement.partitions
+    datadir = settings.data_dir / "worker" / name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.worker_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings),
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        table_standby_replicas=0,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
+    )
+    role_of = {getattr(topics, role).name: role for role in SOURCE_ROLES}
+    for role in SOURCE_ROLES:
+        if getattr(topics, role).partitions != partitions:
+            raise ValueError(
+                f"topic {getattr(topics, role).name} must have {partitions} partitions like "
+                "the settlement topic: the worker co-partitions all of them"
+            )
+    source = app.topic(
+        *role_of, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    out_names = {
+        "alerts": topics.alerts.name,
+        "aggregates": topics.aggregates.name,
+        "dead_letters": topics.dead_letters.name,
+        "by_institution": topics.by_institution.name,
+        "by_doctor": topics.by_doctor.name,
+    }
+    table = app.Table(STATE_TABLE, default=None, partitions=partitions, key_type=str)
+    holder: dict[str, BatchProcessor] = {}
+
+    def processor() -> BatchProcessor:
+        if "p" not in holder:
+            detectors = [*default_detectors(load_registry(settings)), InstitutionHourAggregator()]
+            holder["p"] = BatchProcessor(
+                detectors, table, settings.allowed_lateness_ms, partitions=partitions
+            )
+        return holder["p"]
+
+    @app.agent(source, name="detect")
+    async def detect(stream: faust.StreamT) -> None:
+        gc.freeze()  # long-lived objects out of the collector's way (detector state churn)
+        async for events in stream.take_events(
+            settings.worker_batch_size, within=settings.worker_batch_seconds
+        ):
+            await _process_batch(stream, events, processor(), role_of, out_names, table, app)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        if "p" in holder:
+            for partition in sorted({tp.partition for tp in revoked}):
+                holder["p"].drop_partition(partition)
+
+    app.fundwatch_processor = processor  # type: ignore[attr-defined]
+    return app
+
+
+async def _process_batch(
+    stream: faust.StreamT,
+    events: list[EventT],
+    proc: BatchProcessor,
+    role_of: dict[str, str],
+    out_names: dict[str, str],
+    table: Any,
+    app: faust.App,
+) -> None:
+    records = []
+    anchor: dict[int, EventT] = {}
+    for ev in events:
+        msg = ev.message
+        anchor[msg.partition] = ev
+        records.append(
+            SourceRecord(
+                role_of[msg.topic], msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                int(msg.timestamp * 1000) if msg.timestamp else None,
+            )
+        )  # fmt: skip
+    out, _ = proc.process(records)
+    producer = app.producer
+    for rec in out:
+        await producer.send(
+            out_names[rec.role], rec.key, rec.value, rec.partition, rec.timestamp_ms / 1000.0, None
+        )
+    # Write the changed states, each with an event of its own partition as the current event.
+    by_partition: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+    for partition, key, state in proc.dirty_state():
+        by_partition[partition].append((key, state))
+    for partition, writes in by_partition.items():
+        token = _current_event.set(weakref.ref(anchor[partition]))  # see the module docstring
+        try:
+            for key, state in writes:
+                if state is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = state
+        finally:
+            _current_event.reset(token)
+    await producer.flush()

@@ -1,0 +1,368 @@
+"""One batch of records in, alerts, repartitioned records and dead letters out.
+
+This is the worker's logic without faust: the faust agent (streams/worker/app.py) hands it the
+records of a `take_events` batch, sends what it returns, and lets it write its state to the
+table. Tests drive it directly with a dict as the table.
+
+State: one `DetectorSet` per (stage, partition), each with a write-back cache over the state
+table (keys `<partition>|<detector id>|<state key>`, JSON values). A batch reads what it needs,
+detectors mutate their states in memory, and `dirty_state(partition)` yields the writes for the
+changelog at the end of the batch, before the batch's offsets are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.alerts import Alert
+from models.detector import Detector, State
+from models.runner import DEFAULT_LATENESS_MS, DetectorSet
+from schemas.codec import Codec, CodecError
+from streams.sink.service import dead_letter_id
+from streams.worker.routing import (
+    CHANNELS_OF_STAGE,
+    INPUT_ROLES,
+    REPARTITION_ROLES,
+    STAGES_OF_ROLE,
+    TOPIC_OF_SCHEMA,
+    detectors_by_stage,
+    repartition_keys,
+)
+
+log = logging.getLogger(__name__)
+
+_DELETED = object()
+NEVER = -(2**62)
+
+
+@dataclass(slots=True)
+class SourceRecord:
+    """A consumed record, as the processor needs it."""
+
+    role: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+@dataclass(slots=True)
+class OutRecord:
+    """A record to produce: to the topic of `role`, with key, value, timestamp (and partition,
+    for watermarks, which go to every partition rather than where a key hashes)."""
+
+    role: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+    partition: int | None = None
+
+
+@dataclass
+class WorkerStats:
+    read: Counter = field(default_factory=Counter)  # per source role
+    processed: Counter = field(default_factory=Counter)
+    dead_lettered: Counter = field(default_factory=Counter)  # per reason code
+    control: Counter = field(default_factory=Counter)  # watermark records per source role
+    alerts: Counter = field(default_factory=Counter)  # per detector id
+    batches: int = 0
+
+
+class CachedState:
+    """StateStore for one partition: a write-back cache over the shared state table."""
+
+    __slots__ = ("_cache", "_dirty", "partition", "table")
+
+    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    def _key(self, detector_id: str, key: str) -> str:
+        return f"{self.partition}|{detector_id}|{key}"
+
+    def get(self, detector_id: str, key: str) -> State | None:
+        k = (detector_id, key)
+        state = self._cache.get(k)
+        if state is None:
+            state = self.table.get(self._key(detector_id, key))
+            self._cache[k] = state if state is not None else _DELETED
+            return state
+        return None if state is _DELETED else state
+
+    def put(self, detector_id: str, key: str, state: State | None) -> None:
+        k = (detector_id, key)
+        self._cache[k] = _DELETED if state is None else state
+        self._dirty.add(k)
+
+    def preload(self, detector_id: str, key: str, state: State) -> None:
+        self._cache[(detector_id, key)] = state
+
+    def drain(self) -> Iterator[tuple[str, State | None]]:
+        """(table key, state or None to delete) of every key changed since the last drain."""
+        for k in self._dirty:
+            state = self._cache[k]
+            if state is _DELETED:
+                del self._cache[k]  # nothing to keep in memory for a deleted key
+                yield self._key(*k), None
+            else:
+                yield self._key(*k), state
+        self._dirty.clear()
+
+    def cached_keys(self) -> int:
+        return len(self._cache)
+
+
+class BatchProcessor:
+    """Decodes, routes, runs the detectors and collects what to send."""
+
+    def __init__(
+        self,
+        detectors: list[Detector],
+        table: MutableMapping[str, Any],
+        allowed_lateness_ms: int = DEFAULT_LATENESS_MS,
+        codec: Codec | None = None,
+        partitions: int = 4,
+    ) -> None:
+        self.codec = codec or Codec.default()
+        self.table = table
+        self.stages = detectors_by_stage(detectors)
+        self.lateness = allowed_lateness_ms
+        self.partitions = partitions
+        self.sets: dict[tuple[str, int], DetectorSet] = {}
+        self.stores: dict[int, CachedState] = {}
+        self.stats = WorkerStats()
+        # event-time progress: per input channel (role, partition), and per repartition channel
+        # the promise of every upstream input partition ("input-<i>")
+        self.progress: dict[tuple[str, int], int] = {}
+        self.upstream: dict[tuple[str, int], dict[str, int]] = {}
+        self._forwarded_wm: dict[int, int] = {}
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_for(self, stage: str, partition: int) -> DetectorSet:
+        ds = self.sets.get((stage, partition))
+        if ds is None:
+            if partition not in self.stores:
+                self._open_partition(partition)
+            ds = self.sets[(stage, partition)]
+        return ds
+
+    def _open_partition(self, partition: int) -> None:
+        """First record of a partition in this process: load its states and timers."""
+        store = CachedState(self.table, partition)
+        self.stores[partition] = store
+        sets = {
+            stage: DetectorSet(
+                dets, store, allowed_lateness_ms=self.lateness, external_watermark=True
+            )
+            for stage, dets in self.stages.items()
+        }
+        for stage, ds in sets.items():
+            self.sets[(stage, partition)] = ds
+        prefix = f"{partition}|"
+        restored = 0
+        entries: dict[str, list[tuple[str, str, State]]] = {s: [] for s in sets}
+        stage_of = {det.id: stage for stage, dets in self.stages.items() for det in dets}
+        for table_key, state in self.table.items():
+            if not table_key.startswith(prefix) or state is None:
+                continue
+            _, did, key = table_key.split("|", 2)
+            stage = stage_of.get(did)
+            if stage is None:
+                continue
+            store.preload(did, key, state)
+            entries[stage].append((did, key, state))
+            restored += 1
+        for stage, items in entries.items():
+            sets[stage].reindex(items)
+        if restored:
+            log.info(
+                "partition %d: restored %d detector states from the table", partition, restored
+            )
+
+    def drop_partition(self, partition: int) -> None:
+        """The partition was revoked: forget its in-memory state (the table keeps it)."""
+        self.stores.pop(partition, None)
+        for stage in self.stages:
+            self.sets.pop((stage, partition), None)
+        for progress in (self.progress, self.upstream):
+            for key in [k for k in progress if k[1] == partition]:
+                del progress[key]
+        self._forwarded_wm.pop(partition, None)
+
+    # -- event time -------------------------------------------------------------------------
+    def _channel(self, role: str, partition: int) -> int:
+        if role in INPUT_ROLES:
+            return self.progress.get((role, partition), NEVER)
+        sources = self.upstream.get((role, partition))
+        if sources is None or len(sources) < self.partitions:
+            return NEVER  # not every upstream input partition has promised anything yet
+        return min(sources.values())
+
+    def _advance(self, role: str, partition: int) -> list[Alert]:
+        """Move the watermark of the stages fed by this channel to their slowest input."""
+        alerts: list[Alert] = []
+        for stage in STAGES_OF_ROLE[role]:
+            slowest = min(self._channel(c, partition) for c in CHANNELS_OF_STAGE[stage])
+            if slowest == NEVER:
+                continue
+            ds = self._set_for(stage, partition)
+            wm = slowest - self.lateness
+            if wm > ds.watermark_ms:
+                alerts.extend(ds.advance(wm))
+        return alerts
+
+    def _observe(self, rec: SourceRecord, time_ms: int, source: str | None) -> None:
+        key = (rec.role, rec.partition)
+        if rec.role in INPUT_ROLES:
+            if time_ms > self.progress.get(key, NEVER):
+                self.progress[key] = time_ms
+        elif source is not None:
+            sources = self.upstream.setdefault(key, {})
+            if time_ms > sources.get(source, NEVER):
+                sources[source] = time_ms
+
+    def forward_watermarks(self) -> list[OutRecord]:
+        """Promises to the repartition topics: for each input partition this worker reads,
+        the slowest of its three input topics' progress, sent to every repartition partition."""
+        out: list[OutRecord] = []
+        for partition in sorted({p for (_, p) in self.progress}):
+            wm = min(self.progress.get((role, partition), NEVER) for role in INPUT_ROLES)
+            if wm == NEVER or wm <= self._forwarded_wm.get(partition, NEVER):
+                continue
+            self._forwarded_wm[partition] = wm
+            value = self.codec.encode(
+                "Watermark", {"source": f"input-{partition}", "watermark_time": wm}
+            )
+            for role in REPARTITION_ROLES:
+                for target in range(self.partitions):
+                    out.append(OutRecord(role, b"__watermark__", value, wm, target))
+        return out
+
+    def dirty_state(self) -> Iterator[tuple[int, str, State | None]]:
+        """(partition, table key, state or None) to write before the batch is acknowledged."""
+        for partition, store in self.stores.items():
+            for table_key, state in store.drain():
+                yield partition, table_key, state
+
+    # -- records ----------------------------------------------------------------------------
+    def process(self, records: list[SourceRecord]) -> tuple[list[OutRecord], list[Alert]]:
+        """Run a batch; returns the records to produce and the alerts raised."""
+        out: list[OutRecord] = []
+        alerts: list[Alert] = []
+        self.stats.batches += 1
+        for rec in records:
+            self.stats.read[rec.role] += 1
+            try:
+                event = self._decode(rec)
+            except _Rejected as exc:
+                out.append(self._dead_letter(rec, exc.reason_code, str(exc)))
+                continue
+            if "_watermark" in event:
+                self.stats.control[rec.role] += 1
+                self._observe(rec, event["_watermark"], event["_source"])
+                alerts.extend(self._advance(rec.role, rec.partition))
+                continue
+            if rec.role in INPUT_ROLES:
+                ts = event["event_time"]
+                for role, key in repartition_keys(rec.role, event):
+                    out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
+            try:
+                for stage in STAGES_OF_ROLE[rec.role]:
+                    raised = self._set_for(stage, rec.partition).process(event)
+                    if raised:
+                        alerts.extend(raised)
+            except Exception as exc:  # a detector bug must not stop the worker
+                log.exception("detector failure on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
+                out.append(self._dead_letter(rec, "detector_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            self.stats.processed[rec.role] += 1
+            if rec.role in INPUT_ROLES:
+                self._observe(rec, event["event_time"], None)
+                alerts.extend(self._advance(rec.role, rec.partition))
+        out.extend(self.forward_watermarks())
+        return out + self._outputs(alerts), [a for a in alerts if isinstance(a, Alert)]
+
+    def _outputs(self, results: list[Any]) -> list[OutRecord]:
+        """Alerts to the alerts topic; aggregator records (plain dicts) to the aggregates one."""
+        out = []
+        for item in results:
+            if isinstance(item, Alert):
+                self.stats.alerts[item.detector_id] += 1
+                out.append(self._alert_record(item))
+            else:
+                value = self.codec.encode("InstitutionHour", item)
+                key = item["institution_id"].encode()
+                out.append(OutRecord("aggregates", key, value, item["hour_start"]))
+        return out
+
+    def flush_timers(self) -> tuple[list[OutRecord], list[Alert]]:
+        """End of a bounded input: fire every pending timer of every partition."""
+        results = [a for ds in self.sets.values() for a in ds.flush()]
+        return self._outputs(results), [a for a in results if isinstance(a, Alert)]
+
+    def _decode(self, rec: SourceRecord) -> dict[str, Any]:
+        if rec.value is None:
+            raise _Rejected("empty_value", "record has no value")
+        try:
+            info, event = self.codec.decode_with_info(rec.value)
+        except CodecError as exc:
+            raise _Rejected(exc.reason_code, str(exc)) from exc
+        if info.name == "Watermark":
+            return {"_watermark": event["watermark_time"], "_source": event["source"]}
+        topic = TOPIC_OF_SCHEMA.get(info.name)
+        expected = rec.role if rec.role in INPUT_ROLES else None
+        if topic is None or (expected is not None and topic != expected):
+            raise _Rejected("unexpected_schema", f"{rec.topic} does not carry {info.name} records")
+        if rec.role == "by_doctor" and topic != "settlement":
+            raise _Rejected("unexpected_schema", f"{rec.topic} carries settlements only")
+        event["_topic"] = topic
+        if rec.role == "by_doctor":
+            event["_route"] = rec.key.decode() if rec.key else None
+        return event
+
+    def _alert_record(self, alert: Alert) -> OutRecord:
+        value = self.codec.encode("Alert", alert.to_record())
+        return OutRecord("alerts", alert.entity_id.encode(), value, alert.event_time)
+
+    def _dead_letter(self, rec: SourceRecord, reason_code: str, reason: str) -> OutRecord:
+        self.stats.dead_lettered[reason_code] += 1
+        log.warning(
+            "dead letter: %s[%d]@%d %s: %s",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            reason_code,
+            reason,
+        )
+        now = time.time_ns() // 1_000_000
+        letter = {
+            "dead_letter_id": dead_letter_id("worker", rec.topic, rec.partition, rec.offset),
+            "source_topic": rec.topic,
+            "source_partition": rec.partition,
+            "source_offset": rec.offset,
+            "record_timestamp": rec.timestamp_ms,
+            "key": rec.key,
+            "value": rec.value,
+            "reason_code": reason_code,
+            "reason": reason,
+            "detected_at": now,
+            "stage": "worker",
+        }
+        return OutRecord(
+            "dead_letters", rec.topic.encode(), self.codec.encode("DeadLetter", letter), now
+        )
+
+
+class _Rejected(Exception):
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code

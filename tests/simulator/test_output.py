@@ -1,0 +1,207 @@
+"""Avro files, side files and the CLI, without a broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from models.reference import Registry
+from streams.config import Settings
+from streams.simulator import SimConfig, Simulation, produce_to_kafka, tee_labels, write_avro_files
+from streams.simulator.cli import add_arguments, config_from_args, run_from_args
+from streams.simulator.output import DeliveryError, Pacer
+
+from .conftest import START
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_avro_files_are_readable_and_complete(tmp_path: Path):
+    sim = Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=3))
+    summary = write_avro_files(
+        tmp_path, tee_labels(sim.records(), tmp_path / "labels.jsonl"), seed=7
+    )
+    counts = {}
+    for topic in ("settlement", "trace_scan", "face_verify", "sim_labels"):
+        with (tmp_path / f"{topic}.avro").open("rb") as fh:
+            reader = fastavro.reader(fh)
+            assert reader.metadata["avro.codec"] == "deflate"
+            counts[topic] = sum(1 for _ in reader)
+    assert {k: counts[k] for k in summary.events} == summary.events
+    labels = [
+        json.loads(line) for line in (tmp_path / "labels.jsonl").read_text("utf-8").splitlines()
+    ]
+    assert len(labels) == counts["sim_labels"] == sum(summary.labels.values()) > 0
+
+
+def test_cli_writes_identical_files_twice(tmp_path: Path, capsys):
+    settings = Settings(data_dir=tmp_path / "data")
+    digests = []
+    for n in (1, 2):
+        out = tmp_path / f"run{n}"
+        code = run_from_args(
+            _args(
+                "--preset",
+                "tiny",
+                "--days",
+                "2",
+                "--start",
+                "2026-11-02",
+                "--to",
+                "avro",
+                "--out",
+                str(out),
+                "--quiet",
+            ),
+            settings,
+        )
+        assert code == 0
+        digests.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1]
+    assert {"institutions.jsonl", "drugs.jsonl", "labels.jsonl", "settlement.avro"} <= set(
+        digests[0]
+    )
+    registry = Registry.load(tmp_path / "run1")
+    assert len(registry.institutions) > 30 and len(registry.drugs) >= 60
+
+
+def test_cli_default_out_dir_and_summary(tmp_path: Path, capsys):
+    settings = Settings(data_dir=tmp_path)
+    code = run_from_args(
+        _args(
+            "--preset",
+            "tiny",
+            "--days",
+            "1",
+            "--start",
+            "2026-11-02",
+            "--to",
+            "avro",
+            "--seed",
+            "9",
+        ),
+        settings,
+    )
+    assert code == 0
+    assert (tmp_path / "sim" / "9-tiny" / "settlement.avro").exists()
+    err = capsys.readouterr().err
+    assert "events (settlement" in err and "labels" in err
+
+
+def test_cli_options():
+    config = config_from_args(_args("--preset", "tiny", "--forever"))
+    assert config.days == 0 and config.start_ms is not None
+    config = config_from_args(
+        _args(
+            "--preset",
+            "city",
+            "--persons",
+            "1000",
+            "--institutions",
+            "40",
+            "--days",
+            "2",
+            "--fraud-rate",
+            "0",
+            "--events",
+            "5",
+        )
+    )
+    sizes = config.sizes()
+    assert (sizes.persons, sizes.institutions, sizes.days, sizes.fraud_rate) == (1000, 40, 2, 0)
+    assert config.max_events == 5
+    with pytest.raises(ValueError):
+        config_from_args(_args("--forever", "--days", "3"))
+    config = config_from_args(_args("--preset", "tiny", "--events", "100000"))
+    assert config.days == 0 and config.max_events == 100_000  # N events even beyond 14 days
+
+
+def test_help_names_every_option(capsys):
+    parser = argparse.ArgumentParser(prog="fundwatch simulate")
+    add_arguments(parser)
+    help_text = parser.format_help()
+    for option in (
+        "--preset",
+        "--seed",
+        "--start",
+        "--days",
+        "--persons",
+        "--institutions",
+        "--events",
+        "--rate",
+        "--to",
+        "--out",
+        "--fraud-rate",
+        "--quiet",
+        "--forever",
+    ):
+        assert option in help_text
+    assert "default" in help_text and "labels.jsonl" in help_text
+
+
+def test_summary_line_has_counts_not_people():
+    sim = Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=2))
+    records = list(sim.records())
+    from streams.simulator.output import Summary
+
+    summary = Summary()
+    for r in records:
+        summary.count(r)
+    line = summary.line()
+    assert "settlement" in line and "labels" in line
+    people = {r.record["person_id"] for r in records if r.topic == "settlement"}
+    assert not any(p in line for p in people)
+
+
+def test_pacer_is_smooth():
+    pacer = Pacer(1000.0)
+    t0 = time.monotonic()
+    for _ in range(200):
+        pacer.wait()
+    assert 0.17 <= time.monotonic() - t0 < 1.0
+
+
+def test_failed_delivery_fails_the_run():
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:9", kafka_client_config={"message.timeout.ms": "300"}
+    )
+    records = Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records()
+    with pytest.raises(DeliveryError, match=r"did not acknowledge|no metadata"):
+        produce_to_kafka(settings, records, max_events=20, flush_timeout_s=10)
+
+
+def test_counts_per_topic_in_a_summary(tmp_path: Path):
+    sim = Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1))
+    summary = write_avro_files(tmp_path, sim.records(), max_events=500)
+    assert summary.total_events == 500
+    assert Counter(summary.events).total() == 500
+
+
+def test_interrupted_run_keeps_what_was_written(tmp_path: Path):
+    """Ctrl-C: the writer stops, flushes, and the files hold every record counted."""
+
+    def interrupted():
+        for n, rec in enumerate(
+            Simulation(SimConfig(preset="tiny", seed=7, start_ms=START)).records()
+        ):
+            if n == 700:
+                raise KeyboardInterrupt
+            yield rec
+
+    summary = write_avro_files(tmp_path, interrupted())
+    assert summary.interrupted
+    total = 0
+    for topic in ("settlement", "trace_scan", "face_verify", "sim_labels"):
+        with (tmp_path / f"{topic}.avro").open("rb") as fh:
+            total += sum(1 for _ in fastavro.reader(fh))
+    assert total == 700
