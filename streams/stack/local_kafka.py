@@ -209,7 +209,25 @@ def ensure_broker(settings: Settings, timeout: float = 60.0) -> BrokerHandle | N
         check_connectivity(settings, timeout=min(timeout, 15.0))
         return None
     install(settings)
-    return start(settings, timeout=timeout)
+    try:
+        return start(settings, timeout=timeout)
+    except StackError:
+        # Another data dir's broker (e.g. a second checkout) may already serve this port: if it
+        # answers as Kafka, use it rather than fail; otherwise the original error stands.
+        if not port_in_use(settings.local_kafka_port) or _broker_pid(kafka_paths(settings)):
+            raise
+        try:
+            check_connectivity(settings, timeout=10.0)
+        except StackError:
+            pass
+        else:
+            owner = _port_owner(settings.local_kafka_port)
+            log.warning(
+                "Using the Kafka broker already listening on %s (%s), started from another "
+                "data dir", _bootstrap(settings), owner or "pid unknown",
+            )  # fmt: skip
+            return None
+        raise
 
 
 def start(settings: Settings, timeout: float = 60.0) -> BrokerHandle:

@@ -1,11 +1,13 @@
 """The faust app: one agent over the input and repartition topics, state in a RocksDB table.
 
-Per batch (`stream.take_events`): the BatchProcessor decodes and judges the records; the agent
-sends alerts, repartitioned records and dead letters, writes the changed detector states to the
-table (RocksDB + changelog topic), flushes the producer, and only then lets faust acknowledge
-the batch. Offsets are committed for acknowledged records only, so a crash at any point replays
-records whose outputs may not have been delivered: at-least-once, made effectively-once
-downstream by deterministic alert ids and ReplacingMergeTree tables.
+Per batch (`stream.take_events`): the BatchProcessor decodes the records, forwards them to the
+repartition topics and judges those every input has passed (its event-time reorder buffer);
+the agent sends alerts, repartitioned records and dead letters, writes the changed detector
+states to the table (RocksDB + changelog topic), flushes the producer, and only then
+acknowledges the records the processor is done with. Offsets are committed for acknowledged
+records only, so a crash at any point replays records whose outputs may not have been
+delivered: at-least-once, made effectively-once downstream by deterministic alert ids and
+ReplacingMergeTree tables.
 
 Faust refuses table writes outside per-event iteration (faust-streaming#497: its RocksDB store
 takes the partition from the "current event"). We set the current event ourselves to an event
@@ -19,6 +21,7 @@ import gc
 import logging
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -80,6 +83,31 @@ def broker_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+def guard_commits(lowest_held: Callable[[str, int], int | None]) -> None:
+    """Never commit past a record the worker still holds.
+
+    faust computes the committable offset from the first run of acknowledged offsets, and lets
+    one unacknowledged record at the head slip (faust-streaming#606, fix pending in #707): with
+    offset N committed and N held, acknowledged N+1.. would be committed over it. The reorder
+    buffer holds records on purpose, so we refuse that case before faust's own logic runs.
+    """
+    from faust.transport.consumer import Consumer
+
+    original = Consumer._new_offset
+    if getattr(original, "_fundwatch_guard", False):
+        return
+
+    def _new_offset(self: Consumer, tp: Any) -> int | None:
+        low = lowest_held(tp.topic, tp.partition)
+        acked = self._acked[tp]
+        if low is not None and acked and min(acked) > low:
+            return None
+        return original(self, tp)
+
+    _new_offset._fundwatch_guard = True  # type: ignore[attr-defined]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     """Build the worker app (topics, table, agent) for these settings."""
     topics = settings.topics
@@ -100,6 +128,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
         broker_commit_interval=1.0,
+        stream_wait_empty=False,  # held records stay uncommitted; a rebalance must not wait
         stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
     )
     role_of = {getattr(topics, role).name: role for role in SOURCE_ROLES}
@@ -129,6 +158,8 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
                 detectors, table, settings.allowed_lateness_ms, partitions=partitions
             )
         return holder["p"]
+
+    guard_commits(lambda topic, partition: processor().lowest_held(topic, partition))
 
     @app.agent(source, name="detect")
     async def detect(stream: faust.StreamT) -> None:
@@ -161,19 +192,24 @@ async def _process_batch(
     anchor: dict[int, EventT] = {}
     for ev in events:
         msg = ev.message
+        msg.incref()  # held until the processor is done with it (see below)
         anchor[msg.partition] = ev
         records.append(
             SourceRecord(
                 role_of[msg.topic], msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                int(msg.timestamp * 1000) if msg.timestamp else None,
+                int(msg.timestamp * 1000) if msg.timestamp else None, ev,
             )
         )  # fmt: skip
-    out, _ = proc.process(records)
+    batch = proc.process(records)
     producer = app.producer
-    for rec in out:
+    for rec in batch.out:
         await producer.send(
             out_names[rec.role], rec.key, rec.value, rec.partition, rec.timestamp_ms / 1000.0, None
         )
+    # Outputs first: a state that says "alert raised" must never outlive a lost alert. If we
+    # stop between here and the acks, the records are re-read and re-judged; their alerts come
+    # out again with the same ids.
+    await producer.flush()
     # Write the changed states, each with an event of its own partition as the current event.
     by_partition: dict[int, list[tuple[str, Any]]] = defaultdict(list)
     for partition, key, state in proc.dirty_state():
@@ -189,3 +225,8 @@ async def _process_batch(
         finally:
             _current_event.reset(token)
     await producer.flush()
+    # Only now, with their outputs and state delivered, may records be committed. A record the
+    # reorder buffer still holds keeps the reference taken above, so faust commits no offset
+    # past it; a crash or a rebalance re-reads it.
+    for ev in batch.done:
+        await stream.ack(ev)

@@ -12,11 +12,13 @@ changelog at the end of the batch, before the batch's offsets are acknowledged.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Any
 
 from models.alerts import Alert
@@ -51,6 +53,30 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+    ref: Any = None  # the caller's handle (the faust event), returned when the record is done
+
+
+@dataclass(slots=True)
+class _Held:
+    """An event waiting in the reorder buffers of `pending` stages."""
+
+    rec: SourceRecord
+    event: dict[str, Any]
+    pending: int
+    failed: bool = False
+
+
+@dataclass
+class Batch:
+    """What a batch produced: records to send, detector results, records done."""
+
+    out: list[OutRecord] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)  # alerts and aggregator records
+    done: list[Any] = field(default_factory=list)  # SourceRecord.ref of finished records
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return [a for a in self.results if isinstance(a, Alert)]
 
 
 @dataclass(slots=True)
@@ -145,6 +171,9 @@ class BatchProcessor:
         self.progress: dict[tuple[str, int], int] = {}
         self.upstream: dict[tuple[str, int], dict[str, int]] = {}
         self._forwarded_wm: dict[int, int] = {}
+        self.buffers: dict[tuple[str, int], list] = {}
+        self._seq = itertools.count()
+        self._held_offsets: dict[tuple[str, int], set[int]] = {}
 
     # -- state ------------------------------------------------------------------------------
     def _set_for(self, stage: str, partition: int) -> DetectorSet:
@@ -190,9 +219,15 @@ class BatchProcessor:
 
     def drop_partition(self, partition: int) -> None:
         """The partition was revoked: forget its in-memory state (the table keeps it)."""
+        held = sum(len(self.buffers.get((stage, partition), ())) for stage in self.stages)
+        log.info("partition %d revoked: %d held records left for the next owner", partition, held)
         self.stores.pop(partition, None)
         for stage in self.stages:
             self.sets.pop((stage, partition), None)
+        for stage in self.stages:
+            self.buffers.pop((stage, partition), None)  # unacknowledged: the next owner re-reads
+        for key in [k for k in self._held_offsets if k[1] == partition]:
+            del self._held_offsets[key]
         for progress in (self.progress, self.upstream):
             for key in [k for k in progress if k[1] == partition]:
                 del progress[key]
@@ -206,19 +241,6 @@ class BatchProcessor:
         if sources is None or len(sources) < self.partitions:
             return NEVER  # not every upstream input partition has promised anything yet
         return min(sources.values())
-
-    def _advance(self, role: str, partition: int) -> list[Alert]:
-        """Move the watermark of the stages fed by this channel to their slowest input."""
-        alerts: list[Alert] = []
-        for stage in STAGES_OF_ROLE[role]:
-            slowest = min(self._channel(c, partition) for c in CHANNELS_OF_STAGE[stage])
-            if slowest == NEVER:
-                continue
-            ds = self._set_for(stage, partition)
-            wm = slowest - self.lateness
-            if wm > ds.watermark_ms:
-                alerts.extend(ds.advance(wm))
-        return alerts
 
     def _observe(self, rec: SourceRecord, time_ms: int, source: str | None) -> None:
         key = (rec.role, rec.partition)
@@ -254,42 +276,96 @@ class BatchProcessor:
                 yield partition, table_key, state
 
     # -- records ----------------------------------------------------------------------------
-    def process(self, records: list[SourceRecord]) -> tuple[list[OutRecord], list[Alert]]:
-        """Run a batch; returns the records to produce and the alerts raised."""
-        out: list[OutRecord] = []
-        alerts: list[Alert] = []
+    def process(self, records: list[SourceRecord]) -> Batch:
+        """Run a batch. Events wait in their stage's reorder buffer until every input of the
+        stage has moved past them, and are then judged in event-time order, so the alerts do
+        not depend on how the inputs happened to interleave. Returns what to produce, the
+        alerts raised, and the records that are done (to acknowledge): held records are not,
+        so their offsets are not committed until they have been judged."""
+        batch = Batch()
+        touched: set[tuple[str, int]] = set()
         self.stats.batches += 1
         for rec in records:
             self.stats.read[rec.role] += 1
             try:
                 event = self._decode(rec)
             except _Rejected as exc:
-                out.append(self._dead_letter(rec, exc.reason_code, str(exc)))
+                batch.out.append(self._dead_letter(rec, exc.reason_code, str(exc)))
+                batch.done.append(rec.ref)
                 continue
             if "_watermark" in event:
                 self.stats.control[rec.role] += 1
                 self._observe(rec, event["_watermark"], event["_source"])
-                alerts.extend(self._advance(rec.role, rec.partition))
+                touched.update((stage, rec.partition) for stage in STAGES_OF_ROLE[rec.role])
+                batch.done.append(rec.ref)
                 continue
             if rec.role in INPUT_ROLES:
                 ts = event["event_time"]
                 for role, key in repartition_keys(rec.role, event):
-                    out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
-            try:
-                for stage in STAGES_OF_ROLE[rec.role]:
-                    raised = self._set_for(stage, rec.partition).process(event)
-                    if raised:
-                        alerts.extend(raised)
-            except Exception as exc:  # a detector bug must not stop the worker
-                log.exception("detector failure on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
-                out.append(self._dead_letter(rec, "detector_error", f"{type(exc).__name__}: {exc}"))
-                continue
-            self.stats.processed[rec.role] += 1
-            if rec.role in INPUT_ROLES:
-                self._observe(rec, event["event_time"], None)
-                alerts.extend(self._advance(rec.role, rec.partition))
-        out.extend(self.forward_watermarks())
-        return out + self._outputs(alerts), [a for a in alerts if isinstance(a, Alert)]
+                    batch.out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
+                self._observe(rec, ts, None)
+            stages = STAGES_OF_ROLE[rec.role]
+            held = _Held(rec, event, len(stages))
+            self._held_offsets.setdefault((rec.topic, rec.partition), set()).add(rec.offset)
+            for stage in stages:
+                order = (event["event_time"], event["_topic"], event["event_id"])
+                heappush(self._buffer(stage, rec.partition), (order, next(self._seq), held))
+                touched.add((stage, rec.partition))
+        for stage, partition in sorted(touched):
+            self._release(stage, partition, batch)
+        batch.out.extend(self.forward_watermarks())
+        batch.out.extend(self._outputs(batch.results))
+        return batch
+
+    def _buffer(self, stage: str, partition: int) -> list:
+        buf = self.buffers.get((stage, partition))
+        if buf is None:
+            buf = self.buffers[(stage, partition)] = []
+        return buf
+
+    def _frontier(self, stage: str, partition: int) -> int:
+        return min(self._channel(c, partition) for c in CHANNELS_OF_STAGE[stage])
+
+    def _release(self, stage: str, partition: int, batch: Batch) -> None:
+        """Judge the buffered events every input has passed, in order; then move the stage's
+        watermark (firing due timers) to the slowest input's progress − allowed lateness."""
+        frontier = self._frontier(stage, partition)
+        if frontier == NEVER:
+            return
+        buf = self._buffer(stage, partition)
+        ds = self._set_for(stage, partition)
+        while buf and buf[0][0][0] < frontier:
+            _, _, held = heappop(buf)
+            rec = held.rec
+            if not held.failed:
+                try:
+                    batch.results.extend(ds.process(held.event))
+                except Exception as exc:  # a detector bug must not stop the worker
+                    log.exception(
+                        "detector failure on %s[%d]@%d", rec.topic, rec.partition, rec.offset
+                    )
+                    held.failed = True
+                    batch.out.append(
+                        self._dead_letter(rec, "detector_error", f"{type(exc).__name__}: {exc}")
+                    )
+            held.pending -= 1
+            if held.pending == 0:
+                batch.done.append(rec.ref)
+                self._held_offsets[(rec.topic, rec.partition)].discard(rec.offset)
+                if not held.failed:
+                    self.stats.processed[rec.role] += 1
+        wm = frontier - self.lateness
+        if wm > ds.watermark_ms:
+            batch.results.extend(ds.advance(wm))
+
+    def held(self) -> int:
+        """Events waiting in reorder buffers (a stage's slowest input has not passed them)."""
+        return sum(len(b) for b in self.buffers.values())
+
+    def lowest_held(self, topic: str, partition: int) -> int | None:
+        """The lowest offset of a record not yet done: nothing at or past it may be committed."""
+        offsets = self._held_offsets.get((topic, partition))
+        return min(offsets) if offsets else None
 
     def _outputs(self, results: list[Any]) -> list[OutRecord]:
         """Alerts to the alerts topic; aggregator records (plain dicts) to the aggregates one."""
@@ -303,11 +379,6 @@ class BatchProcessor:
                 key = item["institution_id"].encode()
                 out.append(OutRecord("aggregates", key, value, item["hour_start"]))
         return out
-
-    def flush_timers(self) -> tuple[list[OutRecord], list[Alert]]:
-        """End of a bounded input: fire every pending timer of every partition."""
-        results = [a for ds in self.sets.values() for a in ds.flush()]
-        return self._outputs(results), [a for a in results if isinstance(a, Alert)]
 
     def _decode(self, rec: SourceRecord) -> dict[str, Any]:
         if rec.value is None:

@@ -260,6 +260,23 @@ def test_port_held_by_another_process_is_a_clear_error(
         assert f"error: port {port} is in use by another process (pid {os.getpid()}" in err
 
 
+@pytest.mark.integration
+def test_a_broker_of_another_data_dir_on_the_port_is_used_not_duplicated(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """A second checkout (another .local) finds the first one's broker on the port: it uses it."""
+    other = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        kafka_bootstrap=kafka_settings.kafka_bootstrap,
+        local_kafka_port=kafka_settings.local_kafka_port,
+        local_kafka_controller_port=kafka_settings.local_kafka_controller_port,
+    )
+    _share_jars(other)
+    assert local_kafka.ensure_broker(other) is None
+    assert not local_kafka.kafka_paths(other).pid_file.exists()  # nothing was started
+
+
 # --- unit tests (no broker) --------------------------------------------------------------------
 
 
