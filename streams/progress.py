@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -89,7 +90,9 @@ class Dashboard:
 
     def _render(self) -> Panel:
         produced = self._produced()
-        table = Table("topic", "produced", "read", "stored", "dead letters", "lag", box=None)
+        table = Table(
+            "topic", "produced", "read", "stored", "dead letters", "watermarks", "lag", box=None
+        )
         for topic, st in sorted(list(self.sink.stats.topics.items())):
             table.add_row(
                 topic,
@@ -97,6 +100,7 @@ class Dashboard:
                 f"{st.read:,}",
                 f"{st.stored:,}",
                 f"{st.dead_lettered:,}",
+                f"{st.control:,}",
                 f"{st.lag:,}",
             )
         stats = self.sink.stats
@@ -124,7 +128,7 @@ class Dashboard:
         latest = Table("event time", "kind", "explanation", box=None, title="latest alerts")
         for event_ms, _detector, kind, text in list(stats.latest_alerts):
             when = time.strftime("%m-%d %H:%M", time.localtime(event_ms / 1000))
-            latest.add_row(when, kind, text)
+            latest.add_row(when, kind, escape(text))  # "[detector_id] ..." is not markup
         return [counts, latest]
 
     def _line(self) -> str:
@@ -137,12 +141,13 @@ class Dashboard:
         self, produced: dict[str, int], counts: dict[str, int], elapsed: float, settings: Settings
     ) -> None:
         out = Console()
-        table = Table("topic", "produced this run", "stored", "dead letters", title="Summary")
+        table = Table(
+            "topic", "produced this run", "stored", "dead letters", "watermarks", title="Summary"
+        )
         for topic, n in produced.items():
             st = self.sink.stats.topics.get(topic)
-            table.add_row(
-                topic, f"{n:,}", f"{st.stored if st else 0:,}", f"{st.dead_lettered if st else 0:,}"
-            )
+            stored, dead, control = (st.stored, st.dead_lettered, st.control) if st else (0, 0, 0)
+            table.add_row(topic, f"{n:,}", f"{stored:,}", f"{dead:,}", f"{control:,}")
         out.print(table)
         rows = Table(
             "table", "rows (FINAL)", title=f"ClickHouse database {settings.clickhouse_database}"

@@ -24,11 +24,13 @@ def _env(kafka_settings: Settings, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDWATCH_")}
     # the store is this test's own; the broker (and its data dir) stay the shared ones
     env["FUNDWATCH_CLICKHOUSE_URL"] = f"chdb://{data_dir / 'clickhouse'}"
+    env["COLUMNS"] = "200"  # rich renders the summary tables unwrapped
     env["FUNDWATCH_KAFKA_BOOTSTRAP"] = kafka_settings.kafka_bootstrap
     env["FUNDWATCH_CONSUMER_GROUP"] = f"cli-e2e-{suffix}"
+    env["FUNDWATCH_WORKER_APP_ID"] = f"cli-e2e-worker-{suffix}"
     env["FUNDWATCH_LOCAL_KAFKA_PORT"] = str(kafka_settings.local_kafka_port)
     for role in ("settlement", "trace_scan", "face_verify", "alerts", "aggregates",
-                 "dead_letters", "sim_labels"):  # fmt: skip
+                 "dead_letters", "sim_labels", "by_institution", "by_doctor"):  # fmt: skip
         name = getattr(kafka_settings.topics, role).name
         env[f"FUNDWATCH_TOPICS__{role.upper()}__NAME"] = f"{name}-{suffix}"
     return env
@@ -63,11 +65,13 @@ def test_run_stores_every_event_then_query_reads_them(kafka_settings, tmp_path) 
     counts = q("SELECT (SELECT count() FROM settlements FINAL) AS s, "
                "(SELECT uniqExact(event_id) FROM settlements) AS u")[0]  # fmt: skip
     assert counts["s"] == counts["u"] > 0
-    # the summary's per-topic produced figures equal what is stored
-    for line in run.stdout.splitlines():
-        if "│ settlement " in line:
-            produced = int(line.split("│")[2].strip().replace(",", ""))
-            assert produced == counts["s"]
+    # the summary reconciles: produced = stored + dead letters + watermarks, and stored rows
+    # are what ClickHouse holds
+    topic = env["FUNDWATCH_TOPICS__SETTLEMENT__NAME"]
+    line = next(x for x in run.stdout.splitlines() if f"│ {topic} " in x)
+    produced, stored, dead, marks = (int(c.strip().replace(",", "")) for c in line.split("│")[2:6])
+    assert produced == stored + dead + marks and marks > 0
+    assert stored == counts["s"]
 
 
 def test_query_reaches_a_store_held_by_a_running_sink(kafka_settings, tmp_path) -> None:

@@ -112,7 +112,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     """Build the worker app (topics, table, agent) for these settings."""
     topics = settings.topics
     partitions = topics.settlement.partitions
-    datadir = settings.data_dir / "worker" / name
+    datadir = settings.data_dir / "worker" / settings.worker_app_id / name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_app_id,

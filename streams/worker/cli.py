@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default="worker-1",
-        help="worker name: its RocksDB state lives in <data_dir>/worker/<name> (default worker-1)",
+        help="worker name: its RocksDB state lives in <data_dir>/worker/<app id>/<name> "
+        "(default worker-1)",
     )  # fmt: skip
     parser.add_argument(
         "--registry", type=Path, default=None, metavar="DIR",
