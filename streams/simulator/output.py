@@ -279,11 +279,25 @@ class _Heartbeat:
         if self.partitions is None:
             from confluent_kafka import KafkaException
 
-            try:
-                metadata = self.producer.list_topics(timeout=30)
-                self.partitions = {t: sorted(metadata.topics[t].partitions) for t in self.topics}
-            except (KafkaException, KeyError) as exc:
-                raise DeliveryError(f"cannot send watermarks: no metadata for {exc}") from exc
+            partitions: dict[str, list[int]] = {}
+            for topic in self.topics:
+                deadline = time.monotonic() + 30
+                while True:  # a topic created a moment ago may not be in the metadata yet
+                    try:
+                        meta = self.producer.list_topics(topic, timeout=10).topics.get(topic)
+                    except KafkaException as exc:
+                        meta, problem = None, str(exc)
+                    else:
+                        problem = str(meta.error) if meta is not None and meta.error else "absent"
+                    if meta is not None and meta.error is None and meta.partitions:
+                        partitions[topic] = sorted(meta.partitions)
+                        break
+                    if time.monotonic() > deadline:
+                        raise DeliveryError(
+                            f"cannot send watermarks: no metadata for {topic} ({problem})"
+                        )
+                    time.sleep(0.2)
+            self.partitions = partitions
         return self.partitions
 
     def before(self, event_ms: int) -> None:

@@ -169,6 +169,11 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         ):
             await _process_batch(stream, events, processor(), role_of, out_names, table, app)
 
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        for tp in assigned:
+            processor().assigned(tp.topic, tp.partition)
+
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         if "p" in holder:

@@ -226,8 +226,8 @@ class BatchProcessor:
             self.sets.pop((stage, partition), None)
         for stage in self.stages:
             self.buffers.pop((stage, partition), None)  # unacknowledged: the next owner re-reads
-        for key in [k for k in self._held_offsets if k[1] == partition]:
-            del self._held_offsets[key]
+        # The held offsets stay: faust commits after this revocation hook runs, and the commit
+        # guard must still refuse to pass them. They are reset when the partition is assigned.
         for progress in (self.progress, self.upstream):
             for key in [k for k in progress if k[1] == partition]:
                 del progress[key]
@@ -361,6 +361,10 @@ class BatchProcessor:
     def held(self) -> int:
         """Events waiting in reorder buffers (a stage's slowest input has not passed them)."""
         return sum(len(b) for b in self.buffers.values())
+
+    def assigned(self, topic: str, partition: int) -> None:
+        """A partition (re)starts from its committed offset: nothing of it is held any more."""
+        self._held_offsets.pop((topic, partition), None)
 
     def lowest_held(self, topic: str, partition: int) -> int | None:
         """The lowest offset of a record not yet done: nothing at or past it may be committed."""

@@ -1,6 +1,6 @@
-"""The detection worker on the real broker: every scenario of the simulator is caught, and the
-same input processed twice gives the same alert ids (the reorder buffer judges events in event
-time, whatever the interleaving of the inputs)."""
+"""The detection worker on the real broker: every scenario of the simulator is caught, the same
+input processed twice gives the same alert ids (the reorder buffer judges events in event time,
+whatever the interleaving of the inputs). Restart equivalence is not proven yet (docs/worker.md)."""
 
 from __future__ import annotations
 
