@@ -95,6 +95,26 @@ def remove_id(win: Window, event_id: str) -> bool:
     return False
 
 
+def open_window(
+    event: dict[str, Any], state: dict[str, Any] | None, watermark_ms: int, width: int
+) -> tuple[dict[str, Any] | None, Window | None]:
+    """The common start of a detector over one settlement window per key (state["w"]).
+
+    A reversal removes its original from the window and ends there (window None); any other
+    event gets the key's window, created if needed and evicted up to the watermark − width.
+    """
+    rev = event["reversal_of"]
+    if rev is not None:
+        if state is not None:
+            remove_id(state["w"], rev)
+        return state, None
+    if state is None:
+        state = {"w": new()}
+    win = state["w"]
+    evict_before(win, watermark_ms - width)
+    return state, win
+
+
 def span(win: Window, lo: int, hi: int) -> tuple[int, int]:
     """Index range [i, j) of the entries with lo <= time <= hi."""
     times = win["t"]

@@ -29,12 +29,11 @@ from models.window import (
     HOUR_MS,
     MINUTE_MS,
     add,
-    evict_before,
     fmt_local,
     local_day,
     local_day_start,
     new,
-    remove_id,
+    open_window,
     span,
     trim,
 )
@@ -87,16 +86,10 @@ class DuplicateBilling(BaseDetector):
         return [f"{event['person_id']}|{event['institution_id']}"]
 
     def process(self, event: Event, state: State | None, watermark_ms: int, key: str) -> Result:
-        rev = event["reversal_of"]
-        if rev is not None:
-            if state is not None:
-                remove_id(state["w"], rev)
-            return NO_ALERTS, state
-        if state is None:
-            state = {"w": new()}
-        win = state["w"]
         width = self._width
-        evict_before(win, watermark_ms - width)
+        state, win = open_window(event, state, watermark_ms, width)
+        if win is None:
+            return NO_ALERTS, state
         t = event["event_time"]
         eid = event["event_id"]
         lines = sorted(f"{it['item_code']}*{it['quantity']}" for it in event["items"])

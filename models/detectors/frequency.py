@@ -16,7 +16,7 @@ from models.detector import (
     Result,
     State,
 )
-from models.window import HOUR_MS, MINUTE_MS, add, best_slice, evict_before, new, remove_id, trim
+from models.window import HOUR_MS, MINUTE_MS, add, best_slice, open_window, trim
 
 
 @dataclass(kw_only=True)
@@ -64,16 +64,10 @@ class CrossInstitutionFrequency(BaseDetector):
         return [event["person_id"]]
 
     def process(self, event: Event, state: State | None, watermark_ms: int, key: str) -> Result:
-        rev = event["reversal_of"]
-        if rev is not None:
-            if state is not None:
-                remove_id(state["w"], rev)
-            return NO_ALERTS, state
-        if state is None:
-            state = {"w": new()}
-        win = state["w"]
         width = self._width
-        evict_before(win, watermark_ms - width)
+        state, win = open_window(event, state, watermark_ms, width)
+        if win is None:
+            return NO_ALERTS, state
         t = event["event_time"]
         if not add(win, t, [event["event_id"], event["institution_id"], event["fund_paid_fen"]]):
             return NO_ALERTS, state
@@ -149,16 +143,10 @@ class CardBurst(BaseDetector):
         return [event["person_id"]]
 
     def process(self, event: Event, state: State | None, watermark_ms: int, key: str) -> Result:
-        rev = event["reversal_of"]
-        if rev is not None:
-            if state is not None:
-                remove_id(state["w"], rev)
-            return NO_ALERTS, state
-        if state is None:
-            state = {"w": new()}
-        win = state["w"]
         width = self._width
-        evict_before(win, watermark_ms - width)
+        state, win = open_window(event, state, watermark_ms, width)
+        if win is None:
+            return NO_ALERTS, state
         t = event["event_time"]
         if not add(win, t, [event["event_id"], event["institution_id"], event["fund_paid_fen"]]):
             return NO_ALERTS, state
