@@ -19,15 +19,29 @@ DAY_MS = 24 * 3600 * 1000
 DEV_PSEUDONYM_KEY = "fundwatch-dev-key-change-me"
 
 
+APPEND_TIME = "LogAppendTime"
+
+
 class TopicSpec(BaseModel):
-    """A topic's name, partition count and retention."""
+    """A topic's name, partition count, retention and timestamp type.
+
+    Inputs carry the event time as the record timestamp (`CreateTime`): that is what replays
+    seek by. Derived topics (repartitioned copies, alerts, aggregates, dead letters) age by the
+    time the broker appended them (`LogAppendTime`): retention counts from when a record was
+    written, so replaying last month's history does not feed the worker copies that time-based
+    retention deletes before it reads them. Their event time travels in the payload.
+    """
 
     name: str
     partitions: int = Field(ge=1)
     retention_ms: int = Field(description="-1 keeps records forever")
+    timestamp_type: Literal["CreateTime", "LogAppendTime"] = "CreateTime"
 
     def config(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "message.timestamp.type": "CreateTime"}
+        return {
+            "retention.ms": str(self.retention_ms),
+            "message.timestamp.type": self.timestamp_type,
+        }
 
 
 class Topics(BaseModel):
@@ -36,16 +50,28 @@ class Topics(BaseModel):
     settlement: TopicSpec = TopicSpec(name="settlement", partitions=4, retention_ms=30 * DAY_MS)
     trace_scan: TopicSpec = TopicSpec(name="trace-scan", partitions=4, retention_ms=30 * DAY_MS)
     face_verify: TopicSpec = TopicSpec(name="face-verify", partitions=4, retention_ms=30 * DAY_MS)
-    alerts: TopicSpec = TopicSpec(name="alerts", partitions=4, retention_ms=90 * DAY_MS)
-    aggregates: TopicSpec = TopicSpec(name="aggregates", partitions=4, retention_ms=30 * DAY_MS)
-    dead_letters: TopicSpec = TopicSpec(name="dead-letters", partitions=1, retention_ms=90 * DAY_MS)
+    alerts: TopicSpec = TopicSpec(
+        name="alerts", partitions=4, retention_ms=90 * DAY_MS, timestamp_type=APPEND_TIME
+    )
+    aggregates: TopicSpec = TopicSpec(
+        name="aggregates", partitions=4, retention_ms=30 * DAY_MS, timestamp_type=APPEND_TIME
+    )
+    dead_letters: TopicSpec = TopicSpec(
+        name="dead-letters", partitions=1, retention_ms=90 * DAY_MS, timestamp_type=APPEND_TIME
+    )
     sim_labels: TopicSpec = TopicSpec(name="sim-labels", partitions=1, retention_ms=-1)
     # internal: input records re-keyed for the worker's institution and doctor stages
     by_institution: TopicSpec = TopicSpec(
-        name="fundwatch-by-institution", partitions=4, retention_ms=7 * DAY_MS
+        name="fundwatch-by-institution",
+        partitions=4,
+        retention_ms=7 * DAY_MS,
+        timestamp_type=APPEND_TIME,
     )
     by_doctor: TopicSpec = TopicSpec(
-        name="fundwatch-by-doctor", partitions=4, retention_ms=7 * DAY_MS
+        name="fundwatch-by-doctor",
+        partitions=4,
+        retention_ms=7 * DAY_MS,
+        timestamp_type=APPEND_TIME,
     )
 
     @model_validator(mode="before")

@@ -4,6 +4,7 @@ whatever the interleaving of the inputs). Restart equivalence is not proven yet 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import uuid
@@ -18,7 +19,7 @@ from models.evaluation import score
 from schemas.codec import Codec
 from streams.config import Settings, Topics
 from streams.simulator import SimConfig, Simulation
-from streams.simulator.config import parse_start
+from streams.simulator.config import SHANGHAI, local_midnight_ms
 from streams.simulator.output import produce_to_kafka, tee_labels
 from streams.stack.topics import ensure_topics
 from streams.worker.process import WorkerProcess
@@ -27,6 +28,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL_SCENARIOS = {"cost_growth", "peer_deviation"}  # online models: the models issue
 INPUT_ROLES = ("settlement", "face_verify", "trace_scan")
+WORLD_DAYS = 14
+
+
+def recent_monday(days: int) -> int:
+    """Local midnight of the Monday at least `days` + 1 days before today.
+
+    The world then ends before today and well inside the inputs' 30-day retention (the broker
+    deletes records by their timestamp, which is the event time), and it has the same weekly
+    layout whatever the day the tests run.
+    """
+    day = dt.datetime.now(SHANGHAI).date() - dt.timedelta(days=days + 1)
+    return local_midnight_ms(day - dt.timedelta(days=day.weekday()))
 
 
 class WorkerRun:
@@ -124,7 +137,7 @@ def world(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     )
     settings = kafka_settings.model_copy(update={"topics": inputs})
     ensure_topics(settings, [getattr(inputs, r) for r in (*INPUT_ROLES, "sim_labels")])
-    config = SimConfig(preset="tiny", seed=7, start_ms=parse_start("2026-11-02"), days=14)
+    config = SimConfig(preset="tiny", seed=7, start_ms=recent_monday(WORLD_DAYS), days=WORLD_DAYS)
     sim = Simulation(config)
     sim.world.registry().dump(tmp / "registry")
     labels = []
