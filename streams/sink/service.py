@@ -27,6 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from schemas.codec import Codec, CodecError
+from schemas.validation import InvalidEvent, validate
 from streams.config import Settings
 from streams.kafka.clients import make_consumer, make_producer
 from streams.privacy import Pseudonymizer
@@ -179,9 +180,10 @@ class Sink:
                     "unexpected_schema",
                     f"topic {topic} carries {expected} records, got {info.name} v{info.version}",
                 )
+            validate(info.name, record, now_ms())  # input events: is the content possible?
             lineage = Lineage(partition, offset, info.version, now_ms())
             rows = to_rows(record, lineage, self.pseudo)
-        except (CodecError, _Invalid) as exc:
+        except (CodecError, _Invalid, InvalidEvent) as exc:
             self._dead_letter(msg, role, getattr(exc, "reason_code", "invalid"), str(exc))
             return
         except (KeyError, TypeError, ValueError) as exc:

@@ -16,15 +16,16 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
 
 from models.alerts import Alert
 from models.detector import Detector, State
-from models.runner import DEFAULT_LATENESS_MS, DetectorSet
+from models.runner import DEFAULT_LATENESS_MS, DetectorSet, wall_clock_ms
 from schemas.codec import Codec, CodecError
+from schemas.validation import InvalidEvent, validate
 from streams.sink.service import dead_letter_id
 from streams.worker.routing import (
     CHANNELS_OF_STAGE,
@@ -157,8 +158,10 @@ class BatchProcessor:
         allowed_lateness_ms: int = DEFAULT_LATENESS_MS,
         codec: Codec | None = None,
         partitions: int = 4,
+        now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.codec = codec or Codec.default()
+        self.now_ms = now_ms  # the wall clock event times are validated against
         self.table = table
         self.stages = detectors_by_stage(detectors)
         self.lateness = allowed_lateness_ms
@@ -399,6 +402,13 @@ class BatchProcessor:
             raise _Rejected("unexpected_schema", f"{rec.topic} does not carry {info.name} records")
         if rec.role == "by_doctor" and topic != "settlement":
             raise _Rejected("unexpected_schema", f"{rec.topic} carries settlements only")
+        if expected is not None:
+            # Inputs only: a repartitioned copy is the bytes of an input that passed, and
+            # judging it again with a later clock could split one event between stages.
+            try:
+                validate(info.name, event, self.now_ms())
+            except InvalidEvent as exc:
+                raise _Rejected(exc.reason_code, str(exc)) from exc
         event["_topic"] = topic
         if rec.role == "by_doctor":
             event["_route"] = rec.key.decode() if rec.key else None
