@@ -24,7 +24,8 @@ examples:
   fundwatch run --events 20000          simulate 20k events, ingest them, print a summary
   fundwatch query "SELECT visit_type, count() FROM settlements GROUP BY visit_type"
   fundwatch simulate --preset small --to avro --out /tmp/sim
-  fundwatch infra status"""
+  fundwatch infra status
+  fundwatch rules list --config candidate"""
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,6 +68,12 @@ def _cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     from streams.store.cli import store_from_args
 
     return store_from_args(args, settings)
+
+
+def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.rules_cli import run_from_args
+
+    return run_from_args(args, settings)
 
 
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_query_arguments(add("query", _cmd_query, "run a read-only SQL query against the store"))
     add_store_arguments(add("store", _cmd_store, "create the ClickHouse schema or print its DDL"))
+    from streams.rules_cli import add_arguments as rules_args
+
+    rules_args(
+        add(
+            "rules",
+            _cmd_rules,
+            "list, show or validate the rule configurations (detector parameters)",
+        )
+    )
     add("config", _cmd_config, "print the effective configuration (secrets masked)")
     return parser
 

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     registry_dir: Path | None = Field(
         default=None, description="institutions.jsonl and drugs.jsonl (default <data_dir>/registry)"
     )
+    rules_config: str = Field(
+        default="default",
+        description="rule configuration the worker runs: a name in models/rules/configs/ "
+        "or a path to a TOML file (`fundwatch rules list`)",
+    )
 
     # Sink batching
     sink_batch_size: int = Field(default=20_000, ge=1)

@@ -30,7 +30,7 @@ from faust.types import EventT
 
 from models.aggregates import InstitutionHourAggregator
 from models.reference import Registry
-from models.runner import default_detectors
+from models.rules.config import load_rule_config
 from streams.config import Settings
 from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import SOURCE_ROLES
@@ -153,7 +153,9 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
 
     def processor() -> BatchProcessor:
         if "p" not in holder:
-            detectors = [*default_detectors(load_registry(settings)), InstitutionHourAggregator()]
+            rules = load_rule_config(settings.rules_config)
+            log.info("rule configuration %s (%s)", rules.label, rules.path)
+            detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
             holder["p"] = BatchProcessor(
                 detectors, table, settings.allowed_lateness_ms, partitions=partitions
             )
