@@ -76,6 +76,12 @@ def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.ops.status import run_from_args
+
+    return run_from_args(args, settings)
+
+
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
@@ -151,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
             "list, show or validate the rule configurations (detector parameters)",
         )
     )
+    from streams.ops.status import HELP as status_help
+    from streams.ops.status import add_arguments as status_args
+
+    status_args(add("status", _cmd_status, status_help))
     add("config", _cmd_config, "print the effective configuration (secrets masked)")
     return parser
 

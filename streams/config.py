@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_batch_seconds: float = Field(default=0.5, gt=0)
 
+    # Operations: /metrics and /health of the worker and the sink (port 0: any free port; the
+    # address is written to <data_dir>/metrics/ for `fundwatch status`)
+    metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    sink_metrics_port: int = Field(default=0, ge=0, le=65535)
+    health_stall_seconds: float = Field(
+        default=120.0, gt=0, description="/health fails when records wait and no batch ends"
+    )
+
     @field_validator("clickhouse_url")
     @classmethod
     def _check_url(cls, value: str) -> str:

@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sink.service import Sink
+    """Run until SIGTERM/SIGINT (or --idle-exit): the batch in flight is stored and committed,
+    then the consumer closes; exit 0. Exit 1 if the store is unavailable at that point (the
+    batch's offsets stay uncommitted and are re-read by the next sink)."""
+    from streams.sink.metrics import serve_sink_metrics
+    from streams.sink.service import Sink, StoreUnavailable
     from streams.stack.topics import ensure_topics
     from streams.store.client import Store, StoreError
     from streams.store.owner import QueryServer
@@ -39,7 +43,7 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as exc:
         print(f"fundwatch sink: {exc}", file=sys.stderr)
         return 1
-    server = None
+    server = metrics = None
     try:
         store.ensure_schema()
         if store.embedded:
@@ -47,10 +51,16 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         sink = Sink(settings, store, group_id=args.group)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sink.stop())
+        metrics = serve_sink_metrics(sink)
         sink.run(idle_timeout_s=args.idle_exit)
     except KeyboardInterrupt:
         log.info("interrupted: stopping")
+    except StoreUnavailable as exc:
+        print(f"fundwatch sink: {exc}", file=sys.stderr)
+        return 1
     finally:
+        if metrics is not None:
+            metrics.close()
         if server is not None:
             server.close()
         store.close()

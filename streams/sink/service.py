@@ -30,6 +30,7 @@ from schemas.codec import Codec, CodecError
 from schemas.validation import InvalidEvent, validate
 from streams.config import Settings
 from streams.kafka.clients import make_consumer, make_producer
+from streams.ops.metrics import LATENCY_BUCKETS, SECONDS_BUCKETS, SIZE_BUCKETS, BulkHistogram
 from streams.privacy import Pseudonymizer
 from streams.sink.rows import HANDLERS, Lineage, Row
 from streams.store.client import Store
@@ -64,10 +65,33 @@ class SinkStats:
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     alerts_by_detector: Counter = field(default_factory=Counter)
     latest_alerts: deque = field(default_factory=lambda: deque(maxlen=6))  # (time, id, kind, text)
+    dead_by_reason: Counter = field(default_factory=Counter)  # (topic, reason code)
     batches: int = 0
     store_failures: int = 0
+    store_up: bool = True  # false from a failed insert until the next successful one
+    assigned: int = 0  # partitions assigned to this consumer
     last_flush_ms: int = 0
     state: str = "starting"
+    # histograms for /metrics, fed once per flush
+    batch_records: BulkHistogram = field(
+        default_factory=lambda: BulkHistogram(
+            "fundwatch_sink_batch_records", "Records read per flushed batch", SIZE_BUCKETS
+        )
+    )
+    flush_seconds: BulkHistogram = field(
+        default_factory=lambda: BulkHistogram(
+            "fundwatch_sink_flush_seconds",
+            "Time to store a batch, deliver its dead letters and commit",
+            SECONDS_BUCKETS,
+        )
+    )
+    latency: BulkHistogram = field(
+        default_factory=lambda: BulkHistogram(
+            "fundwatch_sink_latency_seconds",
+            "From the record timestamp (event time) to its offset being committed",
+            LATENCY_BUCKETS,
+        )
+    )
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -95,6 +119,7 @@ class Sink:
         self.pseudo = Pseudonymizer.from_settings(settings)
         self.role_of = {getattr(settings.topics, role).name: role for role in roles}
         self.dead_letter_topic = settings.topics.dead_letters.name
+        self.group_id = group_id or settings.consumer_group
         self.stats = SinkStats()
         self._stop = threading.Event()
         self._rows: dict[str, list[Row]] = defaultdict(list)
@@ -104,16 +129,22 @@ class Sink:
         self._pending_dead: dict[str, int] = defaultdict(int)
         self._delivery_errors: list[str] = []
         self._batch_started = time.monotonic()
+        self._batch_read = 0
+        self._batch_ts: list[int] = []  # record timestamps of the batch, for the latency
+        self._abandoned = False  # stopped while the store was down: nothing more to flush
         self.consumer = make_consumer(
             settings,
-            group_id or settings.consumer_group,
+            self.group_id,
             **{"statistics.interval.ms": 1000, "stats_cb": self._on_kafka_stats},
         )
         self.producer = make_producer(settings)
 
     # -- public ------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish the batch in flight, commit and return."""
+        """Ask the loop to finish the batch in flight, commit and return (safe to call from a
+        signal handler or another thread)."""
+        if not self._stop.is_set():
+            self.stats.state = "stopping"
         self._stop.set()
 
     def run(
@@ -166,6 +197,10 @@ class Sink:
         role = self.role_of[topic]
         self.stats.topics[topic].read += 1
         self._pending[(topic, partition)] = offset + 1
+        self._batch_read += 1
+        ts_type, ts = msg.timestamp()
+        if ts_type != 0:
+            self._batch_ts.append(ts)
         expected, to_rows = HANDLERS[role]
         value = msg.value()
         try:
@@ -201,6 +236,7 @@ class Sink:
     def _dead_letter(self, msg: Message, role: str, reason_code: str, reason: str) -> None:
         topic = msg.topic()
         self.stats.topics[topic].dead_lettered += 1
+        self.stats.dead_by_reason[(topic, reason_code)] += 1
         self._pending_dead[topic] += 1
         log.warning(
             "dead letter: %s[%d]@%d %s: %s",
@@ -244,9 +280,10 @@ class Sink:
     # -- batches -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Store buffered rows, deliver dead letters, then commit the consumed offsets."""
-        if not self._pending:
+        if not self._pending or self._abandoned:
             self._batch_started = time.monotonic()
             return
+        started = time.monotonic()
         self._store_with_retry()
         self._deliver_dead_letters()
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
@@ -258,7 +295,12 @@ class Sink:
         self._pending_counts.clear()
         self._pending_dead.clear()
         self.stats.batches += 1
-        self.stats.last_flush_ms = now_ms()
+        self.stats.last_flush_ms = done_ms = now_ms()
+        self.stats.flush_seconds.observe(time.monotonic() - started)
+        self.stats.batch_records.observe(self._batch_read)
+        self.stats.latency.observe_many((done_ms - ts) / 1000 for ts in self._batch_ts)
+        self._batch_read = 0
+        self._batch_ts.clear()
         self._batch_started = time.monotonic()
 
     def _store_with_retry(self) -> None:
@@ -271,9 +313,11 @@ class Sink:
                         self.store.insert_rows(table, rows)
                         self.stats.rows[table] += len(rows)
                         rows.clear()
+                self.stats.store_up = True
                 break
             except Exception as exc:  # the store may fail in many ways; we retry them all
                 self.stats.store_failures += 1
+                self.stats.store_up = False
                 self.stats.state = "store unavailable, retrying"
                 log.error("store insert failed (retry in %.1fs): %s", backoff, exc)
                 if not paused:
@@ -283,7 +327,11 @@ class Sink:
                 while time.monotonic() < deadline and not self._stop.is_set():
                     self.consumer.poll(0.1)  # keeps group membership while paused
                 if self._stop.is_set():
-                    raise
+                    self._abandoned = True
+                    raise StoreUnavailable(
+                        f"stopped while the store is unavailable ({exc}); the batch's offsets "
+                        "are not committed and will be re-read"
+                    ) from exc
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if paused:
             self.consumer.resume(paused)
@@ -302,12 +350,14 @@ class Sink:
     # -- Kafka callbacks -----------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %d partitions", len(partitions))
+        self.stats.assigned += len(partitions)
         for tp in consumer.committed(partitions, timeout=10):
             if tp.offset >= 0:
                 self.committed[(tp.topic, tp.partition)] = tp.offset
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %d partitions: flushing first", len(partitions))
+        self.stats.assigned = max(0, self.stats.assigned - len(partitions))
         self.flush()
 
     def _on_kafka_stats(self, raw: str) -> None:
@@ -318,6 +368,11 @@ class Sink:
                 if pid != "-1" and p.get("consumer_lag", -1) > 0:
                     lag += p["consumer_lag"]
             self.stats.topics[topic].lag = lag
+
+
+class StoreUnavailable(RuntimeError):
+    """The sink was stopped while the store kept failing: the batch in flight is not stored
+    and its offsets are not committed (the next sink re-reads it)."""
 
 
 class _Invalid(Exception):
