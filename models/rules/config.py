@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from models.catalogue import BY_ID
-from models.detector import Detector, Params
+from models.detector import BaseDetector, Detector, Params
 from models.reference import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -153,14 +153,14 @@ class RuleConfig:
 
 
 @cache
-def detector_classes() -> tuple[type, ...]:
+def detector_classes() -> tuple[type[BaseDetector], ...]:
     """The rule detector classes (imported lazily: detectors import models.detector)."""
     from models.detectors import DETECTOR_CLASSES
 
     return tuple(DETECTOR_CLASSES)
 
 
-def _classes_by_id() -> dict[str, type]:
+def _classes_by_id() -> dict[str, type[BaseDetector]]:
     return {cls.id: cls for cls in detector_classes()}
 
 
@@ -292,7 +292,11 @@ def _load(path: Path, chain: tuple[Path, ...]) -> RuleConfig:
 
 
 def _check_table(
-    where: str, directory: Path, cls: type, table: Mapping[str, Any], errors: list[str]
+    where: str,
+    directory: Path,
+    cls: type[BaseDetector],
+    table: Mapping[str, Any],
+    errors: list[str],
 ) -> dict[str, Any]:
     """The coerced values of one detector table; problems go to `errors`."""
     did = cls.id
