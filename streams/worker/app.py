@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from models.aggregates import InstitutionHourAggregator
 from models.reference import Registry
 from models.rules.config import load_rule_config
 from streams.config import Settings
-from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.processor import Batch, BatchProcessor, SourceRecord
 from streams.worker.routing import SOURCE_ROLES
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         return holder["p"]
 
     guard_commits(lambda topic, partition: processor().lowest_held(topic, partition))
+    metrics = WorkerMetrics(settings, app, lambda: holder.get("p"), name)
 
     @app.agent(source, name="detect")
     async def detect(stream: faust.StreamT) -> None:
@@ -169,7 +172,11 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         async for events in stream.take_events(
             settings.worker_batch_size, within=settings.worker_batch_seconds
         ):
-            await _process_batch(stream, events, processor(), role_of, out_names, table, app)
+            started = time.monotonic()
+            batch = await _process_batch(
+                stream, events, processor(), role_of, out_names, table, app
+            )
+            metrics.batch_done(events, batch, started)
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
@@ -183,6 +190,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
                 holder["p"].drop_partition(partition)
 
     app.fundwatch_processor = processor  # type: ignore[attr-defined]
+    app.fundwatch_metrics = metrics  # type: ignore[attr-defined]
     return app
 
 
@@ -194,7 +202,7 @@ async def _process_batch(
     out_names: dict[str, str],
     table: Any,
     app: faust.App,
-) -> None:
+) -> Batch:
     records = []
     anchor: dict[int, EventT] = {}
     for ev in events:
@@ -237,3 +245,4 @@ async def _process_batch(
     # past it; a crash or a rebalance re-reads it.
     for ev in batch.done:
         await stream.ack(ev)
+    return batch

@@ -37,5 +37,10 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     level = logging.getLogger().getEffectiveLevel()
     loglevel = "info" if level <= logging.INFO else "warn"
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # handles SIGTERM/SIGINT: finish the batch, commit, stop
+    metrics = app.fundwatch_metrics.serve()  # /metrics and /health
+    try:
+        worker.execute_from_commandline()  # handles SIGTERM/SIGINT: finish the batch, commit
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0

@@ -1,0 +1,208 @@
+"""The worker's /metrics and /health.
+
+Counters are read lazily from the processor's `WorkerStats` at scrape time; the agent reports
+each finished batch (`batch_done`: sizes, outputs per topic role, latency histograms). Consumer
+lag is computed at scrape time from faust's consumer: the end (highwater) of each assigned
+partition minus the offset faust last committed for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.config import Settings
+from streams.ops.metrics import (
+    LATENCY_BUCKETS,
+    SECONDS_BUCKETS,
+    SIZE_BUCKETS,
+    BulkHistogram,
+    MetricsServer,
+    health_verdict,
+)
+from streams.worker.processor import Batch, BatchProcessor
+
+
+class WorkerMetrics(Collector):
+    """Metrics of one worker process; `processor()` returns its BatchProcessor once created."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: Any,
+        processor: Callable[[], BatchProcessor | None],
+        name: str = "worker-1",
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.processor = processor
+        self.name = name
+        self.started = time.time()
+        self.last_batch: float | None = None
+        self.out: Counter = Counter()  # records produced, per output role
+        self.held = 0  # records the reorder buffers hold (uncommitted)
+        self.batch_records = BulkHistogram(
+            "fundwatch_worker_batch_records", "Records per batch", SIZE_BUCKETS
+        )
+        self.batch_seconds = BulkHistogram(
+            "fundwatch_worker_batch_seconds",
+            "Time to process a batch and deliver its outputs and state",
+            SECONDS_BUCKETS,
+        )
+        self.latency = BulkHistogram(
+            "fundwatch_worker_latency_seconds",
+            "From the record timestamp (event time) to its outputs being delivered",
+            LATENCY_BUCKETS,
+        )
+
+    # -- called by the agent, on the event loop ------------------------------------------------
+    def batch_done(self, events: list[Any], batch: Batch | None, started: float) -> None:
+        """Account for a finished batch (`started`: time.monotonic() before it)."""
+        now = time.time()
+        self.last_batch = now
+        self.batch_records.observe(len(events))
+        self.batch_seconds.observe(time.monotonic() - started)
+        if batch is None:
+            return
+        for rec in batch.out:
+            self.out[rec.role] += 1
+        self.latency.observe_many(
+            now - ev.message.timestamp for ev in batch.done if ev.message.timestamp
+        )
+        proc = self.processor()
+        if proc is not None:
+            self.held = sum(len(v) for v in proc._held_offsets.values())
+
+    # -- read by the HTTP thread ---------------------------------------------------------------
+    def lag(self) -> tuple[dict[str, int], int]:
+        """(lag per topic, assigned partitions), from faust's consumer; empty before it runs."""
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return {}, 0
+        try:
+            assigned = list(consumer.assignment())
+            committed = consumer._committed_offset  # a defaultdict: read with .get
+            lags: dict[str, int] = {}
+            for tp in assigned:
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                done = committed.get(tp) or 0
+                lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - done)
+        except Exception:  # not started, or a rebalance under way: report nothing this time
+            return {}, 0
+        return lags, len(assigned)
+
+    def collect(self) -> Iterator[Metric]:
+        proc = self.processor()
+        stats = proc.stats if proc is not None else None
+
+        def counter(name: str, doc: str, label: str, values: Any) -> CounterMetricFamily:
+            m = CounterMetricFamily(name, doc, labels=[label])
+            for key, n in dict(values or {}).items():
+                m.add_metric([key], n)
+            return m
+
+        yield counter(
+            "fundwatch_worker_records_read",
+            "Records read, per source topic role",
+            "role",
+            stats and stats.read,
+        )
+        yield counter(
+            "fundwatch_worker_records_processed",
+            "Events judged by the detectors, per source topic role",
+            "role",
+            stats and stats.processed,
+        )
+        yield counter(
+            "fundwatch_worker_records_control",
+            "Watermark records read, per source topic role",
+            "role",
+            stats and stats.control,
+        )
+        yield counter(
+            "fundwatch_worker_dead_letters",
+            "Records dead-lettered, per reason code",
+            "reason",
+            stats and stats.dead_lettered,
+        )
+        yield counter(
+            "fundwatch_worker_alerts",
+            "Alerts raised, per detector",
+            "detector",
+            stats and stats.alerts,
+        )
+        yield counter(
+            "fundwatch_worker_records_out",
+            "Records produced, per output role (alerts, aggregates, dead_letters, repartition)",
+            "role",
+            self.out,
+        )
+        yield CounterMetricFamily(
+            "fundwatch_worker_batches", "Batches processed", value=stats.batches if stats else 0
+        )
+        lags, assigned = self.lag()
+        lag = GaugeMetricFamily(
+            "fundwatch_worker_consumer_lag",
+            "Records between the last commit and the end of the assigned partitions",
+            labels=["topic"],
+        )
+        for topic, n in sorted(lags.items()):
+            lag.add_metric([topic], n)
+        yield lag
+        yield GaugeMetricFamily(
+            "fundwatch_worker_assigned_partitions", "Partitions assigned", value=assigned
+        )
+        yield GaugeMetricFamily(
+            "fundwatch_worker_held_records",
+            "Records waiting in the event-time reorder buffers (not yet committable)",
+            value=self.held,
+        )
+        yield GaugeMetricFamily(
+            "fundwatch_worker_last_batch_timestamp_seconds",
+            "When the last batch finished (0: none yet)",
+            value=self.last_batch or 0,
+        )
+        yield GaugeMetricFamily(
+            "fundwatch_worker_start_time_seconds", "When the process started", value=self.started
+        )
+        for hist in (self.batch_records, self.batch_seconds, self.latency):
+            yield from hist.collect()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """503 when the app is not running, or records wait and no batch completes."""
+        lags, assigned = self.lag()
+        state = str(getattr(self.app, "state", "unknown"))
+        problems = [] if state == "running" else [f"app {state}"]
+        return health_verdict(
+            state=state,
+            started=self.started,
+            last_batch=self.last_batch,
+            lag=sum(lags.values()),
+            stall_s=self.settings.health_stall_seconds,
+            problems=problems,
+            assigned_partitions=assigned,
+            app_id=self.settings.worker_app_id,
+        )
+
+    def serve(self) -> MetricsServer | None:
+        """Start the endpoint (None when FUNDWATCH_METRICS_ENABLED=false)."""
+        if not self.settings.metrics_enabled:
+            return None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return MetricsServer(
+            self.settings,
+            "worker",
+            f"{self.settings.worker_app_id}-{self.name}",
+            registry,
+            self.health,
+            port=self.settings.worker_metrics_port,
+        ).start()
