@@ -11,32 +11,33 @@ drop the record.
 Entry point: :func:`validate` (schema name, decoded record, wall clock or None). Reason codes
 (``InvalidEvent.reason_code``, stable snake_case, stored with the dead letter):
 
-==================== ==========================================================================
-``missing_field``    an id the record cannot be judged without is empty (event_id, person,
-                     device), or an inpatient settlement lacks its admission/discharge time
-``missing_reference``a reference the record's kind requires is absent: a SALE scan without its
-                     settlement_id, a SETTLEMENT face check without settlement_id, a settlement
-                     by channel FACE without face_verify_id, an empty reversal_of
-``bad_code``         an institution/doctor/pharmacist/drug/trace/region code does not have its
-                     format (``H``/``P`` + 12 digits, ``D``/``Y`` + 12 digits, 20-digit trace
-                     code, national drug code, 6-digit region, ICD-10 letter + 2 digits), or a
-                     pharmacy's id does not start with ``P``
-``inconsistent_region`` the institution id's digits 1-6 are not the record's region_code
-``negative_amount``  a negative amount, quantity, price or days of supply outside a reversal
-``positive_reversal``a reversal (reversal_of set) with a positive amount, quantity or supply
-``absurd_amount``    money beyond :data:`MAX_AMOUNT_FEN` on a settlement, line or unit price
-``absurd_quantity``  a line beyond :data:`MAX_LINE_QUANTITY` units or :data:`MAX_DAYS_SUPPLY`
-                     days, or more than :data:`MAX_ITEMS` lines
-``inconsistent_totals`` fund + self-paid != total, lines do not sum to the total, or a line's
-                     amount != quantity x unit price (money is exact integer fen)
-``inconsistent_times`` discharge before admission, or admission after the settlement
-``out_of_range``     institution level outside 0-3, a score outside 0-1, a coordinate outside
-                     WGS-84, or a NaN/infinite number
-``bad_purpose``      a face check whose purpose does not fit its subject (a patient clocking in,
-                     a doctor's bedside check)
-``future_event_time`` event time more than :data:`MAX_FUTURE_MS` after the wall clock
-``ancient_event_time`` event time more than :data:`MAX_AGE_MS` before the wall clock
-==================== ==========================================================================
+- ``missing_field``: an id the record cannot be judged without is empty (event_id, person,
+  device), or an inpatient settlement lacks its admission/discharge time.
+- ``missing_reference``: a reference the record's kind requires is absent: a SALE scan without
+  settlement_id, a SETTLEMENT face check without settlement_id, a settlement by channel FACE
+  without face_verify_id, an empty reversal_of.
+- ``bad_code``: an institution/doctor/pharmacist/drug/trace/region/diagnosis code without its
+  format (``H``/``P`` + 12 digits, ``D``/``Y`` + 12 digits, 20-digit trace code whose first 7
+  digits are the product code, national drug code, 6-digit region, ICD-10 letter + 2 digits),
+  or a pharmacy whose id does not start with ``P`` (or a hospital/clinic whose id does).
+- ``inconsistent_region``: the institution id's digits 1-6 are not the record's region_code.
+- ``negative_amount``: a negative amount, quantity, unit price or days of supply outside a
+  reversal (only a reversal, with reversal_of set, may carry negative amounts).
+- ``positive_reversal``: a reversal with a positive amount, quantity or supply.
+- ``absurd_amount``: money beyond :data:`MAX_AMOUNT_FEN` on a settlement, a line or a price.
+- ``absurd_quantity``: a line beyond :data:`MAX_LINE_QUANTITY` units or :data:`MAX_DAYS_SUPPLY`
+  days, or more than :data:`MAX_ITEMS` lines.
+- ``inconsistent_totals``: fund + self-paid != total, the lines do not sum to the total, or a
+  line's amount != quantity x unit price (money is exact integer fen).
+- ``inconsistent_times``: discharge before admission, or admission after the settlement.
+- ``out_of_range``: institution level outside 0-3, a score outside 0-1, a coordinate outside
+  WGS-84, a NaN/infinite number, an admission/discharge time outside 2000-2100.
+- ``bad_purpose``: a face check whose purpose does not fit its subject (a patient clocking in,
+  a doctor's bedside check).
+- ``future_event_time``: event time more than :data:`MAX_FUTURE_MS` after the wall clock, or
+  after :data:`LATEST_TIME_MS` (checked even without a clock).
+- ``ancient_event_time``: event time more than :data:`MAX_AGE_MS` before the wall clock, or
+  before :data:`EARLIEST_TIME_MS` (checked even without a clock).
 
 Messages name the field and, for codes and amounts, the value; never a person identifier
 (``person_id``, a face check's ``subject_id``), because dead-letter reasons are logged.
@@ -50,6 +51,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "EARLIEST_TIME_MS",
+    "LATEST_TIME_MS",
     "MAX_AGE_MS",
     "MAX_AMOUNT_FEN",
     "MAX_DAYS_SUPPLY",
@@ -87,6 +90,13 @@ MAX_AGE_MS = 10 * 366 * DAY_MS
 """Ten years back: settlement records are kept and audited for years (Shenzhen screened five
 years of history), but nothing older is still payable or reviewable; older times are epoch-0
 defaults or seconds mistaken for milliseconds."""
+
+EARLIEST_TIME_MS = 946_684_800_000
+"""2000-01-01T00:00Z. Without a wall clock (a replay of history) times are still bounded: the
+detectors render times as dates, which Python cannot do beyond the years 1-9999."""
+
+LATEST_TIME_MS = 4_102_444_800_000
+"""2100-01-01T00:00Z, the other end of the clock-free bound."""
 
 REASON_CODES = (
     "missing_field",
@@ -131,17 +141,16 @@ class InvalidEvent(ValueError):
 def validate(schema_name: str, event: Mapping[str, Any], now_ms: int | None) -> None:
     """Raise :class:`InvalidEvent` if a decoded input event is meaningless; other records pass.
 
-    ``now_ms`` is the wall clock the event time is checked against; None skips the time
-    checks (a replay of old history). Only InvalidEvent escapes: a record that is not even
-    shaped like its schema (not from the codec) is ``missing_field``, never a crash.
+    ``now_ms`` is the wall clock the event time is checked against; None keeps only the
+    clock-free bounds (a replay of old history). Only InvalidEvent escapes: a record that is
+    not even shaped like its schema (not from the codec) is ``missing_field``, never a crash.
     """
     check = _VALIDATORS.get(schema_name)
     if check is None:
         return
     try:
         check(event)
-        if now_ms is not None:
-            _check_time(event["event_time"], now_ms)
+        _check_time(event["event_time"], now_ms)
     except InvalidEvent:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -189,7 +198,12 @@ def _institution(event: Mapping[str, Any]) -> None:
         )
 
 
-def _check_time(t: int, now_ms: int) -> None:
+def _check_time(t: int, now_ms: int | None) -> None:
+    if not EARLIEST_TIME_MS <= t <= LATEST_TIME_MS:
+        kind = "future_event_time" if t > LATEST_TIME_MS else "ancient_event_time"
+        raise InvalidEvent(kind, f"event_time {t} is not between the years 2000 and 2100")
+    if now_ms is None:
+        return
     if t > now_ms + MAX_FUTURE_MS:
         raise InvalidEvent(
             "future_event_time",
@@ -323,6 +337,11 @@ def _inpatient_times(e: Mapping[str, Any]) -> None:
         raise InvalidEvent(
             "missing_field", "an INPATIENT settlement needs admission_time and discharge_time"
         )
+    for field, t in (("admission_time", admission), ("discharge_time", discharge)):
+        if not EARLIEST_TIME_MS <= t <= LATEST_TIME_MS:
+            raise InvalidEvent(
+                "out_of_range", f"{field} {t} is not between the years 2000 and 2100"
+            )
     if discharge < admission:
         raise InvalidEvent(
             "inconsistent_times", f"discharge_time {discharge} is before admission {admission}"
