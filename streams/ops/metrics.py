@@ -210,15 +210,17 @@ def health_verdict(
     lag: int | None,
     stall_s: float,
     problems: list[str] | None = None,
+    waiting: int | None = None,
     **extra: Any,
 ) -> tuple[bool, dict[str, Any]]:
-    """The common /health rule: unhealthy on any named problem, or when records wait (lag > 0)
-    and no batch has completed for `stall_s` seconds."""
+    """The common /health rule: unhealthy on any named problem, or when records wait to be read
+    (`waiting`, default the lag) and no batch has completed for `stall_s` seconds."""
     now = time.time()
     problems = list(problems or [])
     since = last_batch if last_batch is not None else started
-    if lag and now - since > stall_s:
-        problems.append(f"no batch for {now - since:.0f}s while {lag} records wait")
+    waiting = lag if waiting is None else waiting
+    if waiting and now - since > stall_s:
+        problems.append(f"no batch for {now - since:.0f}s while {waiting} records wait")
     body = {
         "status": "ok" if not problems else "unhealthy",
         "state": state,

@@ -3,7 +3,9 @@
 Counters are read lazily from the processor's `WorkerStats` at scrape time; the agent reports
 each finished batch (`batch_done`: sizes, outputs per topic role, latency histograms). Consumer
 lag is computed at scrape time from faust's consumer: the end (highwater) of each assigned
-partition minus the offset faust last committed for it.
+partition minus the offset faust last committed for it. The lag includes the records the
+event-time reorder buffer holds (read, not yet committable), so /health judges a stall by the
+records not yet read instead: a quiet input with held records is not a stuck worker.
 """
 
 from __future__ import annotations
@@ -80,24 +82,29 @@ class WorkerMetrics(Collector):
             self.held = sum(len(v) for v in proc._held_offsets.values())
 
     # -- read by the HTTP thread ---------------------------------------------------------------
-    def lag(self) -> tuple[dict[str, int], int]:
-        """(lag per topic, assigned partitions), from faust's consumer; empty before it runs."""
+    def lag(self) -> tuple[dict[str, int], int, int]:
+        """(lag per topic, records not yet read, assigned partitions), from faust's consumer;
+        empty before it runs."""
         consumer = getattr(self.app, "_consumer", None)
         if consumer is None:
-            return {}, 0
+            return {}, 0, 0
         try:
             assigned = list(consumer.assignment())
-            committed = consumer._committed_offset  # a defaultdict: read with .get
+            committed = consumer._committed_offset  # defaultdicts: read with .get
+            read = consumer._read_offset  # the last offset read, per partition
             lags: dict[str, int] = {}
+            unread = 0
             for tp in assigned:
                 high = consumer.highwater(tp)
                 if high is None:
                     continue
                 done = committed.get(tp) or 0
                 lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - done)
+                last = read.get(tp)
+                unread += max(0, high - (last + 1 if last is not None else done))
         except Exception:  # not started, or a rebalance under way: report nothing this time
-            return {}, 0
-        return lags, len(assigned)
+            return {}, 0, 0
+        return lags, unread, len(assigned)
 
     def collect(self) -> Iterator[Metric]:
         proc = self.processor()
@@ -148,7 +155,7 @@ class WorkerMetrics(Collector):
         yield CounterMetricFamily(
             "fundwatch_worker_batches", "Batches processed", value=stats.batches if stats else 0
         )
-        lags, assigned = self.lag()
+        lags, _, assigned = self.lag()
         lag = GaugeMetricFamily(
             "fundwatch_worker_consumer_lag",
             "Records between the last commit and the end of the assigned partitions",
@@ -178,7 +185,7 @@ class WorkerMetrics(Collector):
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """503 when the app is not running, or records wait and no batch completes."""
-        lags, assigned = self.lag()
+        lags, unread, assigned = self.lag()
         state = str(getattr(self.app, "state", "unknown"))
         problems = [] if state == "running" else [f"app {state}"]
         return health_verdict(
@@ -186,8 +193,11 @@ class WorkerMetrics(Collector):
             started=self.started,
             last_batch=self.last_batch,
             lag=sum(lags.values()),
+            waiting=unread,
             stall_s=self.settings.health_stall_seconds,
             problems=problems,
+            unread=unread,
+            held=self.held,
             assigned_partitions=assigned,
             app_id=self.settings.worker_app_id,
         )

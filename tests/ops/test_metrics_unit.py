@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -220,3 +221,44 @@ def test_status_marks_an_announcement_of_a_dead_process_stale(
     status_mod.run_from_args(args, settings)  # type: ignore[arg-type]
     assert json.loads(capsys.readouterr().out)["components"] == []
     assert not gone.exists()
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class _FakeConsumer:
+    """The parts of faust's consumer WorkerMetrics reads."""
+
+    def __init__(self) -> None:
+        self.tps = [TP("settlement", 0), TP("settlement", 1)]
+        self.high = {0: 100, 1: 50}
+        self._committed_offset = {self.tps[0]: 60, self.tps[1]: 50}  # 40 records held on p0
+        self._read_offset = {self.tps[0]: 99, self.tps[1]: 49}  # everything read
+
+    def assignment(self) -> set:
+        return set(self.tps)
+
+    def highwater(self, tp: TP) -> int:
+        return self.high[tp.partition]
+
+
+def test_worker_lag_counts_held_records_but_a_stall_needs_unread_ones() -> None:
+    app = SimpleNamespace(state="running", _consumer=_FakeConsumer())
+    metrics = WorkerMetrics(Settings(health_stall_seconds=1), app, lambda: None)  # type: ignore[arg-type]
+    metrics.last_batch = time.time() - 60  # quiet for a minute
+    assert metrics.lag() == ({"settlement": 40}, 0, 2)
+    ok, body = metrics.health()
+    assert ok and body["lag"] == 40 and body["unread"] == 0  # quiet input, held records: fine
+
+    app._consumer.high[1] = 70  # 20 new records nobody reads
+    assert metrics.lag() == ({"settlement": 60}, 20, 2)
+    ok, body = metrics.health()
+    assert not ok and "20 records wait" in body["problems"][0]
+
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    got = _samples(registry)
+    assert got[("fundwatch_worker_consumer_lag", (("topic", "settlement"),))] == 60
+    assert got[("fundwatch_worker_assigned_partitions", ())] == 2

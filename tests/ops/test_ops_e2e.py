@@ -312,3 +312,42 @@ def test_worker_metrics_after_a_few_events(isolated_settings: Settings, tmp_path
         rc = worker.stop()
     assert rc == 0
     assert not list((settings.data_dir / "metrics").glob("*.json"))
+
+
+class _DownStore:
+    """A store that refuses every insert."""
+
+    embedded = False
+
+    def insert_rows(self, table: str, rows: list) -> None:
+        raise ConnectionError("store down")
+
+
+def test_stop_while_the_store_is_down_commits_nothing_and_says_so(
+    isolated_settings: Settings,
+) -> None:
+    from streams.sink.metrics import SinkCollector
+    from streams.sink.service import Sink, StoreUnavailable
+
+    settings = isolated_settings
+    topic = settings.topics.settlement.name
+    produce(settings, "settlement", encoded("SettlementEvent", _recent_settlements(10, "d"),
+                                            "person_id"))  # fmt: skip
+    sink = Sink(settings, _DownStore(), roles=("settlement",))  # type: ignore[arg-type]
+    collector = SinkCollector(sink)
+    seen: list[tuple[bool, dict]] = []
+
+    def stop_once_failing() -> None:
+        _wait("a failed insert", lambda: sink.stats.store_failures > 0, timeout_s=60)
+        seen.append(collector.health())
+        sink.stop()
+
+    thread = threading.Thread(target=stop_once_failing, daemon=True)
+    thread.start()
+    with pytest.raises(StoreUnavailable, match="not committed"):
+        sink.run()
+    thread.join(10)
+    ok, body = seen[0]
+    assert not ok and "store unavailable" in body["problems"]
+    assert sink.stats.store_up is False
+    assert _committed(settings, settings.consumer_group, topic) == 0  # re-read by the next sink
