@@ -308,6 +308,11 @@ def test_worker_metrics_after_a_few_events(isolated_settings: Settings, tmp_path
         assert any(n == "fundwatch_worker_consumer_lag" for n, _ in m)
         code, body = _health(endpoint)
         assert code == 200 and body["state"] == "running", body
+        status = json.loads(_fundwatch("status", "--json", env=_env(settings, settings.data_dir)))
+        [component] = status["components"]
+        assert component["component"] == "worker" and component["health"] == "ok", component
+        assert component["events_in"]["settlement"] == 31
+        assert component["dead_letters"] == {"not_single_object": 1}
     finally:
         rc = worker.stop()
     assert rc == 0
