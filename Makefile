@@ -33,6 +33,10 @@ test: $(STAMP)  ## the whole suite against the real local broker and chDB (slow 
 test-fast: $(STAMP)  ## unit tests only (no broker, no store)
 	$(BIN)/python -m pytest -m "not integration and not slow" $(ARGS)
 
+bench: $(STAMP)  ## measure every path on this machine (ARGS=--quick: under two minutes); docs/performance.md
+	$(BIN)/fundwatch infra install
+	$(BIN)/fundwatch bench $(ARGS)
+
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

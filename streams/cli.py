@@ -82,6 +82,12 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench.cli import run_from_args
+
+    return run_from_args(args, settings)
+
+
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
@@ -161,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.ops.status import add_arguments as status_args
 
     status_args(add("status", _cmd_status, status_help))
+    from streams.bench.cli import add_arguments as bench_args
+
+    bench_args(
+        add(
+            "bench",
+            _cmd_bench,
+            "measure throughput, latency and state size of every path (docs/performance.md)",
+        )
+    )
     add("config", _cmd_config, "print the effective configuration (secrets masked)")
     return parser
 

@@ -1,0 +1,294 @@
+"""`fundwatch bench`: every measured path in one run, on this machine, against the configured
+broker and ClickHouse. See docs/performance.md for what each figure means."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUICK = {"preset": "tiny", "days": 14, "rate_seconds": 30.0, "max_events": 20_000}
+FULL = {"preset": "city", "days": 1, "rate_seconds": 60.0, "max_events": 200_000}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny world (two weeks, ~13k events): under two minutes",
+    )
+    parser.add_argument("--preset", default=None, help="world size (default: city; quick: tiny)")
+    parser.add_argument("--days", type=int, default=None, help="simulated days (city: 1)")
+    parser.add_argument("--events", type=int, default=None, help="cap the world's events")
+    parser.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="offered load of the fixed-rate live phase"
+    )
+    parser.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=None,
+        help="length of the fixed-rate phase (default 60; quick 30, or the whole world)",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=int,
+        default=None,
+        help="events of the max-rate live phase (default 200,000; quick 20,000)",
+    )
+    parser.add_argument("--no-live", action="store_true", help="in-process paths only")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the detectors and the worker logic with pyinstrument "
+        "(.local/bench/profile-*.txt)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output dir (.local/bench)")
+
+
+def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.stack import local_kafka
+
+    console = Console(stderr=True)
+    if settings.is_local_kafka:
+        local_kafka.ensure_broker(settings)
+    result = run_bench(args, settings, console.print)
+    from streams.bench.report import print_tables, write_json
+
+    out_dir = args.out or settings.data_dir / "bench"
+    latest, copy = write_json(result, out_dir)
+    print_tables(result, Console())
+    console.print(f"written: {latest} and {copy.name}")
+    return 0
+
+
+def _param(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    if value is not None:
+        return value
+    return (QUICK if args.quick else FULL)[name]
+
+
+def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) -> dict[str, Any]:
+    """Every phase; returns the result document (see report.REQUIRED_KEYS)."""
+    from models.runner import DetectorSet
+    from streams.bench import inprocess as ip
+    from streams.bench.live import run_live
+    from streams.bench.report import ratio
+    from streams.bench.workload import BenchTopics, Workload, new_run_id
+    from streams.replay import merge_by_time, read_events, replay
+    from streams.simulator.output import produce_to_kafka
+    from streams.store.client import Store
+
+    out_dir = args.out or settings.data_dir / "bench"
+    run_id = new_run_id()
+    work = out_dir / f"run-{run_id}"
+    preset, days = _param(args, "preset"), _param(args, "days")
+    started = time.monotonic()
+    say(
+        f"[bold]bench[/bold] {'quick' if args.quick else 'full'}: preset {preset}, {days} days, "
+        f"seed {args.seed}, run {run_id}"
+    )
+    workload = Workload.build(preset, days, args.seed, args.events, work)
+    summary = f"{preset} preset, {days} d, {workload.events:,} events, seed {args.seed}"
+    say(f"world: {summary} (built in {workload.build_s:.1f}s)")
+    result: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "run_id": run_id,
+        "machine": {"cpus": _cpus(), "python": sys.version.split()[0]},
+        "workload": {
+            "preset": preset,
+            "days": days,
+            "seed": args.seed,
+            "events": workload.events,
+            "summary": summary,
+        },
+        "kafka": settings.kafka_bootstrap,
+        "store": "embedded chDB" if settings.is_embedded_store else "ClickHouse server",
+        "loadavg_start": _loadavg(),
+    }
+    replay_topics = BenchTopics(settings, run_id, "replay", work / "replay").create()
+    try:
+        t0 = time.monotonic()
+        produced = produce_to_kafka(replay_topics.settings, workload.records)
+        say(f"produced {produced.total_events:,} events in {time.monotonic() - t0:.1f}s")
+
+        floor = ip.measure_floor(replay_topics.settings)
+        result["floor_eps"] = floor.eps
+        say(f"floor: {floor.eps:,.0f} ev/s ({floor.events:,} events, {floor.control:,} watermarks)")
+
+        raw = ip.read_raw(replay_topics.settings)
+        events = ip.decode_events(raw)
+        det = ip.run_detectors(events, workload.registry)
+        result["detectors_eps"] = det.eps
+        result["detectors_cpu_s"] = det.cpu_s
+        result["detectors_wall_s"] = det.elapsed_s
+        result["detectors"] = [
+            {"id": d, "us_per_event": us, "share": share} for d, us, share in det.per_detector()
+        ]
+        say(f"detectors: {det.eps:,.0f} ev/s, {det.alerts} alerts before the final flush")
+
+        assert det.detector_set is not None
+        state = ip.measure_state(det.detector_set.store)  # type: ignore[arg-type]
+        result["state"] = {
+            s.stage: {
+                "entities": s.entities,
+                "keys": s.keys,
+                "resident_bytes": s.resident_bytes,
+                "json_bytes": s.json_bytes,
+                "resident_bytes_per_entity": s.bytes_per_entity,
+                "json_bytes_per_entity": s.json_per_entity,
+            }
+            for s in state.stages.values()
+        }
+        result["state_by_detector"] = [
+            {"id": d, "keys": k, "resident_bytes": r, "json_bytes": j, "resident_per_key": r / k}
+            for d, k, r, j in state.detectors
+            if k
+        ]
+        person = state.stages.get("person")
+        result["bytes_per_person"] = person.bytes_per_entity if person else None
+        result["json_bytes_per_person"] = person.json_per_entity if person else None
+        result["state_rss_delta_bytes"] = det.rss_delta_bytes
+        say(f"state: {result['bytes_per_person'] or 0:,.0f} B resident per tracked person")
+        immediate = det.immediate
+        det.detector_set = None  # free the state before the next phases
+
+        proc = ip.run_processor(
+            raw,
+            workload.registry,
+            settings.worker_batch_size,
+            settings.topics.settlement.partitions,
+        )
+        result["processor_eps"] = proc.eps
+        result["processor_cpu_s"] = proc.cpu_s
+        result["processor_wall_s"] = proc.elapsed_s
+        result["changelog_bytes_per_event"] = proc.changelog_bytes_per_event
+        result["changelog_writes_per_event"] = (
+            proc.changelog_writes / proc.events if proc.events else None
+        )
+        say(
+            f"worker logic in-process: {proc.eps:,.0f} ev/s, "
+            f"{proc.changelog_bytes_per_event:,.0f} changelog B/event"
+        )
+
+        rep = replay(
+            merge_by_time(read_events(replay_topics.settings)),
+            DetectorSet(ip.all_detectors(workload.registry)),
+        )
+        result["replay_eps"] = rep.eps
+        result["replay_note"] = "in-process replay (the backtest command is not built yet)"
+        result["replay_alerts"] = len(rep.alerts)
+        say(f"replay: {rep.eps:,.0f} ev/s ({len(rep.alerts)} alerts)")
+
+        if args.profile:
+            say("profiling the detectors and the worker logic (pyinstrument)...")
+            ip.profile_to(
+                out_dir / "profile-detectors.txt",
+                lambda: ip.run_detectors(events, workload.registry),
+            )
+            ip.profile_to(
+                out_dir / "profile-worker.txt",
+                lambda: ip.run_processor(
+                    raw,
+                    workload.registry,
+                    settings.worker_batch_size,
+                    settings.topics.settlement.partitions,
+                ),
+            )
+            result["profiles"] = [
+                str(out_dir / "profile-detectors.txt"),
+                str(out_dir / "profile-worker.txt"),
+            ]
+        raw, events = [], []  # free them before the live phases
+    finally:
+        replay_topics.delete()
+
+    result["live"] = []
+    if not args.no_live:
+        store_settings = settings
+        if settings.is_embedded_store:  # an engine of its own: never the one `run` holds
+            store_settings = settings.model_copy(update={"data_dir": out_dir / "store"})
+        store = Store(store_settings).open()
+        try:
+            rate_events = min(workload.events, int(args.rate * _param(args, "rate_seconds")))
+            max_events = min(workload.events, _param(args, "max_events"))
+            phases: list[tuple[str, int, float | None]] = [
+                ("rate", rate_events, args.rate),
+                ("max", max_events, None),
+            ]
+            if args.profile:  # a phase of its own: the profiler must not slow the figures
+                phases.append(("profile", min(max_events, 20_000), None))
+            for phase, n, rate in phases:
+                profile = out_dir / "profile-live-worker.txt" if phase == "profile" else None
+                live = run_live(
+                    settings,
+                    run_id,
+                    phase,
+                    workload,
+                    n,
+                    rate,
+                    store,
+                    work,
+                    immediate,
+                    say=say,
+                    profile_path=profile,
+                )
+                doc = dataclasses.asdict(live)
+                doc["produced_eps"] = live.produced_eps
+                result["live"].append(doc)
+                say(
+                    f"live {phase}: worker {live.worker_eps:,.0f} ev/s, latency p50 "
+                    f"{live.latency.p50_s or 0:.2f}s p99 {live.latency.p99_s or 0:.2f}s "
+                    f"({live.latency.joined} alerts joined)"
+                )
+        finally:
+            store.close()
+        by = {p["phase"]: p for p in result["live"]}
+        result["live_eps_per_worker"] = by["max"]["worker_eps"]
+        result["live_p50_latency_s"] = by["rate"]["latency"]["p50_s"]
+        result["live_p99_latency_s"] = by["rate"]["latency"]["p99_s"]
+        result["live_offered_eps"] = args.rate
+        result["latency_note"] = (
+            f"at an offered {args.rate:,.0f} ev/s: produce() -> the sink's ClickHouse insert of "
+            "the alert returned (alerts raised by their triggering event; timer alerts apart)"
+        )
+    else:
+        for key in ("live_eps_per_worker", "live_p50_latency_s", "live_p99_latency_s"):
+            result[key] = None
+    floor_eps = result["floor_eps"]
+    result["vs_floor"] = {
+        k: ratio(result.get(k), floor_eps)
+        for k in ("detectors_eps", "processor_eps", "replay_eps", "live_eps_per_worker")
+    }
+    result["elapsed_s"] = time.monotonic() - started
+    result["loadavg_end"] = _loadavg()
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _loadavg() -> list[float]:
+    """1/5/15-minute load averages: other processes on the machine skew the figures."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0

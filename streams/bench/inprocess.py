@@ -1,0 +1,355 @@
+"""The in-process paths: the floor (consume + decode), the detectors over decoded events, the
+replay loop, the worker's batch logic over a dict table, and the state they keep."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, TopicPartition
+
+from models.aggregates import InstitutionHourAggregator
+from models.alerts import Alert
+from models.detector import Detector
+from models.reference import Registry
+from models.runner import DetectorSet, InMemoryStateStore, default_detectors
+from schemas.codec import Codec
+from streams.config import Settings
+from streams.replay import ReadStats, read_events
+from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.routing import (
+    INPUT_ROLES,
+    REPARTITION_ROLES,
+    STAGE_OF_DETECTOR,
+    TOPIC_OF_SCHEMA,
+)
+
+Event = dict[str, Any]
+
+
+def all_detectors(registry: Registry) -> list[Detector]:
+    """What the worker runs: every rule detector and the institution-hour aggregator."""
+    return [*default_detectors(registry), InstitutionHourAggregator()]
+
+
+# -- floor ----------------------------------------------------------------------------------
+@dataclass
+class FloorResult:
+    events: int
+    control: int
+    elapsed_s: float
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def measure_floor(settings: Settings) -> FloorResult:
+    """Consume the input topics from the beginning with confluent-kafka and decode every record
+    with fastavro, nothing else. The clock starts at the first event (connection set-up and
+    metadata requests are not counted)."""
+    stats = ReadStats()
+    events = read_events(settings, INPUT_ROLES, stats=stats)
+    if next(events, None) is None:
+        return FloorResult(0, stats.control, 0.0)
+    t0 = time.perf_counter()
+    for _ in events:
+        pass
+    return FloorResult(stats.events, stats.control, time.perf_counter() - t0)
+
+
+def read_raw(settings: Settings, roles: Iterable[str] = INPUT_ROLES) -> list[SourceRecord]:
+    """Every record of the topics (watermarks included) as the worker's processor receives it,
+    ordered by record timestamp (roughly how a consumer interleaves partitions)."""
+    consumer = Consumer(
+        {**settings.kafka_common(), "group.id": "fwbench-raw", "enable.auto.commit": False}
+    )
+    out: list[SourceRecord] = []
+    try:
+        meta = consumer.list_topics(timeout=10)
+        ends: dict[tuple[str, int], int] = {}
+        assign = []
+        role_of = {}
+        for role in roles:
+            name = getattr(settings.topics, role).name
+            role_of[name] = role
+            for p in meta.topics[name].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+                if high > low:
+                    ends[(name, p)] = high
+                    assign.append(TopicPartition(name, p, low))
+        consumer.assign(assign)
+        while ends:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error():
+                    continue
+                tp = (msg.topic(), msg.partition())
+                if tp in ends and msg.offset() + 1 >= ends[tp]:
+                    del ends[tp]
+                ts = msg.timestamp()[1]
+                out.append(
+                    SourceRecord(
+                        role_of[msg.topic()],
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        msg.value(),
+                        ts,
+                    )
+                )
+    finally:
+        consumer.close()
+    out.sort(key=lambda r: r.timestamp_ms or 0)
+    return out
+
+
+def decode_events(raw: list[SourceRecord], codec: Codec | None = None) -> list[Event]:
+    """The decoded events of raw input records (watermarks left out), in record order."""
+    codec = codec or Codec.default()
+    out = []
+    for rec in raw:
+        info, event = codec.decode_with_info(rec.value)
+        topic = TOPIC_OF_SCHEMA.get(info.name)
+        if topic is not None:
+            event["_topic"] = topic
+            out.append(event)
+    return out
+
+
+# -- detectors ------------------------------------------------------------------------------
+@dataclass
+class DetectorsResult:
+    events: int
+    elapsed_s: float
+    alerts: int
+    timings_s: dict[str, float]
+    immediate: set[str] = field(default_factory=set)  # alert ids raised by their trigger
+    rss_delta_bytes: int = 0
+    detector_set: DetectorSet | None = None
+    cpu_s: float = 0.0  # CPU time of this process: wall >> CPU means other load on the machine
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def per_detector(self) -> list[tuple[str, float, float]]:
+        """(detector id, µs per stream event, share of detector time), most expensive first."""
+        total = sum(self.timings_s.values()) or 1.0
+        rows = [
+            (did, t / max(self.events, 1) * 1e6, t / total) for did, t in self.timings_s.items()
+        ]
+        return sorted(rows, key=lambda r: -r[1])
+
+
+def run_detectors(events: list[Event], registry: Registry) -> DetectorsResult:
+    """The full detector set (profile=True) over pre-decoded events; timers flushed at the end
+    (not timed). Also collects the ids of the alerts raised by their own triggering event."""
+    ds = DetectorSet(all_detectors(registry), profile=True)
+    immediate: set[str] = set()
+    alerts = 0
+    rss0 = rss_bytes()
+    process = ds.process
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for event in events:
+        out = process(event)
+        if out:
+            eid = event["event_id"]
+            for a in out:
+                if isinstance(a, Alert):
+                    alerts += 1
+                    if a.evidence_event_ids and a.evidence_event_ids[-1] == eid:
+                        immediate.add(a.alert_id)
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    rss1 = rss_bytes()
+    return DetectorsResult(
+        len(events), elapsed, alerts, dict(ds.timings), immediate, rss1 - rss0, ds, cpu
+    )
+
+
+# -- state ----------------------------------------------------------------------------------
+def deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes of an object graph of dicts, lists, tuples, sets and scalars (shared objects once)."""
+    seen = seen if seen is not None else set()
+    stack = [obj]
+    total = 0
+    while stack:
+        o = stack.pop()
+        i = id(o)
+        if i in seen:
+            continue
+        seen.add(i)
+        total += sys.getsizeof(o)
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset, deque)):
+            stack.extend(o)
+        elif hasattr(o, "__dict__"):
+            stack.append(vars(o))
+        elif hasattr(o, "__slots__"):
+            stack.extend(getattr(o, s) for s in o.__slots__ if hasattr(o, s))
+    return total
+
+
+def json_bytes(state: Any) -> int:
+    """Size of a state as the worker's table changelog stores it (faust's JSON codec)."""
+    return len(json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+@dataclass
+class StageState:
+    stage: str
+    keys: int  # distinct state keys over the stage's detectors
+    entities: int  # distinct entities (key up to the first "|": the person, the institution...)
+    resident_bytes: int
+    json_bytes: int
+
+    @property
+    def bytes_per_entity(self) -> float:
+        return self.resident_bytes / self.entities if self.entities else 0.0
+
+    @property
+    def json_per_entity(self) -> float:
+        return self.json_bytes / self.entities if self.entities else 0.0
+
+
+@dataclass
+class StateResult:
+    stages: dict[str, StageState]
+    detectors: list[tuple[str, int, int, int]]  # (id, keys, resident bytes, json bytes)
+
+
+def measure_state(store: InMemoryStateStore) -> StateResult:
+    """Resident size (Python objects, deep) and JSON size of every stored state, per detector
+    and per stage (entity = the state key up to its first `|`)."""
+    stages: dict[str, StageState] = {}
+    entities: dict[str, set[str]] = {}
+    keys: dict[str, set[str]] = {}
+    detectors = []
+    for did, states in store.data.items():
+        stage = STAGE_OF_DETECTOR.get(did, "other")
+        resident = js = 0
+        seen: set[int] = set()
+        for key, state in states.items():
+            resident += deep_size(key, seen) + deep_size(state, seen)
+            js += len(key) + json_bytes(state)
+            entities.setdefault(stage, set()).add(key.split("|", 1)[0])
+            keys.setdefault(stage, set()).add(key)
+        detectors.append((did, len(states), resident, js))
+        st = stages.setdefault(stage, StageState(stage, 0, 0, 0, 0))
+        st.resident_bytes += resident
+        st.json_bytes += js
+    for stage, st in stages.items():
+        st.keys = len(keys.get(stage, ()))
+        st.entities = len(entities.get(stage, ()))
+    detectors.sort(key=lambda r: -r[2])
+    return StateResult(stages, detectors)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc), 0 elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- the worker's batch logic over a dict table -----------------------------------------------
+@dataclass
+class ProcessorResult:
+    events: int
+    batches: int
+    elapsed_s: float
+    changelog_bytes: int
+    changelog_writes: int
+    alerts: int
+    alerts_by_detector: dict[str, int] = field(default_factory=dict)
+    cpu_s: float = 0.0
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def changelog_bytes_per_event(self) -> float:
+        return self.changelog_bytes / self.events if self.events else 0.0
+
+
+def run_processor(
+    raw: list[SourceRecord], registry: Registry, batch_size: int = 2000, partitions: int = 4
+) -> ProcessorResult:
+    """`BatchProcessor` as the worker drives it, without Kafka or faust: batches of input
+    records, the repartitioned records fed back in the next batch, and the changed states
+    written to a dict table as JSON after each batch (their size is the changelog traffic)."""
+    table: dict[str, Any] = {}
+    proc = BatchProcessor(all_detectors(registry), table, partitions=partitions)
+    offsets: dict[tuple[str, int], int] = {}
+    feedback: list[SourceRecord] = []
+    i = 0
+    written = writes = 0
+    dumps = json.dumps
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    while i < len(raw) or feedback:
+        records = feedback + raw[i : i + batch_size]
+        i += batch_size
+        batch = proc.process(records)
+        feedback = []
+        for out in batch.out:
+            if out.role in REPARTITION_ROLES:
+                p = out.partition
+                if p is None:  # the worker's producer (aiokafka) hashes keys with murmur2
+                    p = (murmur2(out.key) & 0x7FFFFFFF) % partitions
+                off = offsets.get((out.role, p), 0)
+                offsets[(out.role, p)] = off + 1
+                feedback.append(
+                    SourceRecord(out.role, out.role, p, off, out.key, out.value, out.timestamp_ms)
+                )
+        for _, key, state in proc.dirty_state():
+            writes += 1
+            if state is None:
+                table.pop(key, None)
+                written += len(key) + 2
+            else:
+                table[key] = state
+                written += len(key) + 2 + len(dumps(state, separators=(",", ":")))
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    events = sum(proc.stats.processed[r] for r in INPUT_ROLES)
+    alerts = sum(proc.stats.alerts.values())
+    return ProcessorResult(
+        events, proc.stats.batches, elapsed, written, writes, alerts, dict(proc.stats.alerts), cpu
+    )
+
+
+# -- profiles -------------------------------------------------------------------------------
+def profile_to(path: Path, fn: Callable[[], Any]) -> str:
+    """Run fn under pyinstrument (if installed: a dev extra); write the text report to `path`,
+    return its first lines (or why there is none)."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return "pyinstrument is not installed (pip install -e '.[dev]')"
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    try:
+        fn()
+    finally:
+        profiler.stop()
+    text = profiler.output_text(unicode=True, color=False, show_all=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
