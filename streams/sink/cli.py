@@ -37,6 +37,18 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     from streams.store.client import Store, StoreError
     from streams.store.owner import QueryServer
 
+    sink: Sink | None = None
+    stop_requested = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if sink is not None:
+            sink.stop()  # the loop finishes the batch in flight, commits and returns
+
+    # A signal stops the sink cleanly, even one that arrives while it starts.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     ensure_topics(settings, settings.topics.all())
     try:
         store = Store(settings).open()
@@ -49,8 +61,8 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         if store.embedded:
             server = QueryServer(store).start()
         sink = Sink(settings, store, group_id=args.group)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: sink.stop())
+        if stop_requested:
+            sink.stop()
         metrics = serve_sink_metrics(sink)
         sink.run(idle_timeout_s=args.idle_exit)
     except KeyboardInterrupt:
