@@ -233,11 +233,14 @@ def collect_status(settings: Settings, timeout: float = 2.0) -> dict[str, Any]:
 
 # -- showing ---------------------------------------------------------------------------------
 def _fmt_counts(counts: dict[str, float], limit: int = 4) -> str:
-    if not counts:
-        return "-"
-    items = sorted(counts.items(), key=lambda kv: -kv[1])
+    """'total: biggest=n next=m +k more', zeros left out."""
+    items = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: -kv[1])
+    if not items:
+        return "0" if counts else "-"
+    total = int(sum(v for _, v in items))
     text = " ".join(f"{k}={int(v)}" for k, v in items[:limit])
-    return text + (f" +{len(items) - limit}" if len(items) > limit else "")
+    more = f" +{len(items) - limit} more" if len(items) > limit else ""
+    return f"{total}: {text}{more}"
 
 
 def render(status: dict[str, Any], console: Any) -> None:
