@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile the detectors and the worker logic with pyinstrument "
+        help="also profile the detectors, the worker logic and a live worker with pyinstrument "
         "(.local/bench/profile-*.txt)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output dir (.local/bench)")
@@ -85,6 +85,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     from models.runner import DetectorSet
     from streams.bench import inprocess as ip
     from streams.bench.live import run_live
+    from streams.bench.profiles import profile_call, report_from_file
     from streams.bench.report import ratio
     from streams.bench.workload import BenchTopics, Workload, new_run_id
     from streams.replay import merge_by_time, read_events, replay
@@ -118,6 +119,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
         "store": "embedded chDB" if settings.is_embedded_store else "ClickHouse server",
         "loadavg_start": _loadavg(),
     }
+    profiles: dict[str, list[tuple[str, float]]] = {}
     replay_topics = BenchTopics(settings, run_id, "replay", work / "replay").create()
     try:
         t0 = time.monotonic()
@@ -194,12 +196,12 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
 
         if args.profile:
             say("profiling the detectors and the worker logic (pyinstrument)...")
-            ip.profile_to(
+            profiles["detectors"] = profile_call(
                 out_dir / "profile-detectors.txt",
                 lambda: ip.run_detectors(events, workload.registry),
             )
-            ip.profile_to(
-                out_dir / "profile-worker.txt",
+            profiles["worker_logic"] = profile_call(
+                out_dir / "profile-worker-logic.txt",
                 lambda: ip.run_processor(
                     raw,
                     workload.registry,
@@ -207,10 +209,6 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
                     settings.topics.settlement.partitions,
                 ),
             )
-            result["profiles"] = [
-                str(out_dir / "profile-detectors.txt"),
-                str(out_dir / "profile-worker.txt"),
-            ]
         raw, events = [], []  # free them before the live phases
     finally:
         replay_topics.delete()
@@ -231,7 +229,8 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             if args.profile:  # a phase of its own: the profiler must not slow the figures
                 phases.append(("profile", min(max_events, 20_000), None))
             for phase, n, rate in phases:
-                profile = out_dir / "profile-live-worker.txt" if phase == "profile" else None
+                session = work / "live-worker.pyisession"
+                profile = session if phase == "profile" else None
                 live = run_live(
                     settings,
                     run_id,
@@ -245,6 +244,10 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
                     say=say,
                     profile_path=profile,
                 )
+                if profile is not None:
+                    profiles["live_worker"] = report_from_file(
+                        session, out_dir / "profile-live-worker.txt"
+                    )
                 doc = dataclasses.asdict(live)
                 doc["produced_eps"] = live.produced_eps
                 result["live"].append(doc)
@@ -267,6 +270,11 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     else:
         for key in ("live_eps_per_worker", "live_p50_latency_s", "live_p99_latency_s"):
             result[key] = None
+    if profiles:
+        result["profiles"] = {  # sampled seconds per package, most first
+            name: [[pkg, round(t, 3)] for pkg, t in packages[:15]]
+            for name, packages in profiles.items()
+        }
     floor_eps = result["floor_eps"]
     result["vs_floor"] = {
         k: ratio(result.get(k), floor_eps)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,23 +333,3 @@ def run_processor(
     return ProcessorResult(
         events, proc.stats.batches, elapsed, written, writes, alerts, dict(proc.stats.alerts), cpu
     )
-
-
-# -- profiles -------------------------------------------------------------------------------
-def profile_to(path: Path, fn: Callable[[], Any]) -> str:
-    """Run fn under pyinstrument (if installed: a dev extra); write the text report to `path`,
-    return its first lines (or why there is none)."""
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        return "pyinstrument is not installed (pip install -e '.[dev]')"
-    profiler = Profiler(interval=0.001)
-    profiler.start()
-    try:
-        fn()
-    finally:
-        profiler.stop()
-    text = profiler.output_text(unicode=True, color=False, show_all=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return text

@@ -86,9 +86,9 @@ class LiveResult:
 
 
 class ProfiledWorker(WorkerProcess):
-    """A worker run under pyinstrument (a dev extra): the text report is written to
-    `profile_path` when the worker stops (SIGTERM ends faust's loop; pyinstrument then writes).
-    Library frames of faust, aiokafka and mode are shown: the worker's cost is there."""
+    """A worker run under pyinstrument (a dev extra): its session is saved to `profile_path`
+    (`.pyisession`) when the worker stops (SIGTERM ends faust's loop, then pyinstrument
+    writes)."""
 
     def __init__(self, *args: Any, profile_path: Path, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -103,19 +103,11 @@ class ProfiledWorker(WorkerProcess):
             "-m",
             "pyinstrument",
             "-r",
-            "text",
-            "--no-color",
-            "--unicode",
-            "-o",
-            str(self.profile_path),
+            "pyisession",
             "-i",
             "0.002",
-            "--show",
-            "*/faust/*",
-            "--show",
-            "*/aiokafka/*",
-            "--show",
-            "*/mode/*",
+            "-o",
+            str(self.profile_path),
             "-m",
             "streams.cli",
             "worker",
