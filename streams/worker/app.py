@@ -239,10 +239,19 @@ async def _process_batch(
                     table[key] = state
         finally:
             _current_event.reset(token)
-    await producer.flush()
+    await _drain(producer)
     # Only now, with their outputs and state delivered, may records be committed. A record the
     # reorder buffer still holds keeps the reference taken above, so faust commits no offset
     # past it; a crash or a rebalance re-reads it.
     for ev in batch.done:
         await stream.ack(ev)
     return batch
+
+
+async def _drain(producer: Any) -> None:
+    """Flush the producer, table changelog writes included. faust's `flush()` gives up on its
+    buffer of table writes when a message takes over 0.1 s (`flush_atmost`): loop until it
+    is empty, so no offset is acknowledged before the states it depends on are sent."""
+    while producer.buffer.size:
+        await producer.buffer.flush()
+    await producer.flush()

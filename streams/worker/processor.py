@@ -8,6 +8,14 @@ State: one `DetectorSet` per (stage, partition), each with a write-back cache ov
 table (keys `<partition>|<detector id>|<state key>`, JSON values). A batch reads what it needs,
 detectors mutate their states in memory, and `dirty_state(partition)` yields the writes for the
 changelog at the end of the batch, before the batch's offsets are acknowledged.
+
+Checkpoint: with the states, each batch writes a progress record per partition it touched
+(`<partition>|__progress__|`): for each source topic, the next offset to read and the offsets
+still held; for each channel, its event-time progress capped at the oldest record it still
+holds. After a restart (or a rebalance) the records faust re-delivers from the committed offset
+that were already judged are skipped (not re-applied, not re-forwarded), and each channel
+resumes from its safe progress even if its input has nothing left to deliver. The cap keeps a
+restored frontier from passing a held record before it is read again.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _DELETED = object()
 NEVER = -(2**62)
+PROGRESS = "__progress__"
+"""Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 
 
 @dataclass(slots=True)
@@ -98,6 +108,7 @@ class WorkerStats:
     processed: Counter = field(default_factory=Counter)
     dead_lettered: Counter = field(default_factory=Counter)  # per reason code
     control: Counter = field(default_factory=Counter)  # watermark records per source role
+    replayed: Counter = field(default_factory=Counter)  # re-delivered, judged before a restart
     alerts: Counter = field(default_factory=Counter)  # per detector id
     batches: int = 0
 
@@ -177,6 +188,13 @@ class BatchProcessor:
         self.buffers: dict[tuple[str, int], list] = {}
         self._seq = itertools.count()
         self._held_offsets: dict[tuple[str, int], set[int]] = {}
+        # checkpoint: next offset to read per source, the restored view of a previous process
+        # (next offset, offsets it still held) per source, restored channel floors
+        self._read_next: dict[tuple[str, int], int] = {}
+        self._restored: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+        self.floor: dict[tuple[str, int], int] = {}
+        self._written: dict[int, Any] = {}
+        self._batch_partitions: set[int] = set()
 
     # -- state ------------------------------------------------------------------------------
     def _set_for(self, stage: str, partition: int) -> DetectorSet:
@@ -207,6 +225,9 @@ class BatchProcessor:
             if not table_key.startswith(prefix) or state is None:
                 continue
             _, did, key = table_key.split("|", 2)
+            if did == PROGRESS:
+                self._restore_checkpoint(partition, state)
+                continue
             stage = stage_of.get(did)
             if stage is None:
                 continue
@@ -235,15 +256,76 @@ class BatchProcessor:
             for key in [k for k in progress if k[1] == partition]:
                 del progress[key]
         self._forwarded_wm.pop(partition, None)
+        for bookkeeping in (self._read_next, self._restored, self.floor):
+            for key in [k for k in bookkeeping if k[1] == partition]:
+                del bookkeeping[key]
+        self._written.pop(partition, None)
+        self._batch_partitions.discard(partition)
+
+    # -- checkpoint -------------------------------------------------------------------------
+    def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
+        for topic, (nxt, held) in saved.get("src", {}).items():
+            self._restored[(topic, partition)] = (nxt, frozenset(held))
+        for role, value in saved.get("ch", {}).items():
+            key = (role, partition)
+            if role in INPUT_ROLES:
+                self.progress[key] = max(self.progress.get(key, NEVER), value)
+            else:
+                self.floor[key] = max(self.floor.get(key, NEVER), value)
+        log.info(
+            "partition %d: resuming from a checkpoint (%d sources, %d channels)",
+            partition, len(saved.get("src", {})), len(saved.get("ch", {})),
+        )  # fmt: skip
+
+    def _seen_before(self, rec: SourceRecord) -> tuple[bool, bool]:
+        """(read, judged) before the checkpoint, for a record faust delivers again: a record
+        read before was forwarded then; one read and not held any more was also judged."""
+        src = (rec.topic, rec.partition)
+        if rec.offset >= self._read_next.get(src, -1):
+            self._read_next[src] = rec.offset + 1
+        restored = self._restored.get(src)
+        if restored is None:
+            return False, False
+        end, held = restored
+        if rec.offset + 1 >= end:
+            del self._restored[src]  # every record of the old view has been read again
+        read = rec.offset < end
+        return read, read and rec.offset not in held
+
+    def _checkpoint(self, partition: int) -> dict[str, Any]:
+        """Where partition `partition` stands, consistent with the states written with it."""
+        src: dict[str, list[Any]] = {}
+        for (topic, p), (end, held) in self._restored.items():
+            if p == partition:
+                read = self._read_next.get((topic, p), -1)
+                src[topic] = [end, sorted(o for o in held if o >= read)]
+        for (topic, p), nxt in self._read_next.items():
+            if p == partition:
+                end, unread = src.get(topic, (nxt, []))
+                held = set(self._held_offsets.get((topic, p), ())) | set(unread)
+                src[topic] = [max(end, nxt), sorted(held)]
+        oldest: dict[str, int] = {}
+        for stage in self.stages:
+            for order, _, held_rec in self.buffers.get((stage, partition), ()):
+                role = held_rec.rec.role
+                if order[0] < oldest.get(role, -NEVER):
+                    oldest[role] = order[0]
+        channels: dict[str, int] = {}
+        for role in (*INPUT_ROLES, *REPARTITION_ROLES):
+            value = min(self._channel(role, partition), oldest.get(role, -NEVER))
+            if value != NEVER:
+                channels[role] = value
+        return {"src": src, "ch": channels}
 
     # -- event time -------------------------------------------------------------------------
     def _channel(self, role: str, partition: int) -> int:
         if role in INPUT_ROLES:
             return self.progress.get((role, partition), NEVER)
+        floor = self.floor.get((role, partition), NEVER)  # restored from a checkpoint
         sources = self.upstream.get((role, partition))
         if sources is None or len(sources) < self.partitions:
-            return NEVER  # not every upstream input partition has promised anything yet
-        return min(sources.values())
+            return floor  # not every upstream input partition has promised anything yet
+        return max(floor, min(sources.values()))
 
     def _observe(self, rec: SourceRecord, time_ms: int, source: str | None) -> None:
         key = (rec.role, rec.partition)
@@ -277,6 +359,14 @@ class BatchProcessor:
         for partition, store in self.stores.items():
             for table_key, state in store.drain():
                 yield partition, table_key, state
+        for partition in sorted(self._batch_partitions):
+            if partition not in self.stores:
+                continue
+            checkpoint = self._checkpoint(partition)
+            if checkpoint != self._written.get(partition):
+                self._written[partition] = checkpoint
+                yield partition, f"{partition}|{PROGRESS}|", checkpoint
+        self._batch_partitions.clear()
 
     # -- records ----------------------------------------------------------------------------
     def process(self, records: list[SourceRecord]) -> Batch:
@@ -290,10 +380,17 @@ class BatchProcessor:
         self.stats.batches += 1
         for rec in records:
             self.stats.read[rec.role] += 1
+            if rec.partition not in self.stores:
+                self._open_partition(rec.partition)  # restores its checkpoint first
+            self._batch_partitions.add(rec.partition)
+            forwarded, replay = self._seen_before(rec)
             try:
                 event = self._decode(rec)
             except _Rejected as exc:
-                batch.out.append(self._dead_letter(rec, exc.reason_code, str(exc)))
+                if replay:  # dead-lettered before the restart
+                    self.stats.replayed[rec.role] += 1
+                else:
+                    batch.out.append(self._dead_letter(rec, exc.reason_code, str(exc)))
                 batch.done.append(rec.ref)
                 continue
             if "_watermark" in event:
@@ -302,10 +399,18 @@ class BatchProcessor:
                 touched.update((stage, rec.partition) for stage in STAGES_OF_ROLE[rec.role])
                 batch.done.append(rec.ref)
                 continue
+            if replay:  # judged and forwarded before the restart: its progress only
+                self.stats.replayed[rec.role] += 1
+                if rec.role in INPUT_ROLES:
+                    self._observe(rec, event["event_time"], None)
+                    touched.update((stage, rec.partition) for stage in STAGES_OF_ROLE[rec.role])
+                batch.done.append(rec.ref)
+                continue
             if rec.role in INPUT_ROLES:
                 ts = event["event_time"]
-                for role, key in repartition_keys(rec.role, event):
-                    batch.out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
+                if not forwarded:
+                    for role, key in repartition_keys(rec.role, event):
+                        batch.out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
                 self._observe(rec, ts, None)
             stages = STAGES_OF_ROLE[rec.role]
             held = _Held(rec, event, len(stages))

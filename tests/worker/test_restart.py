@@ -1,0 +1,176 @@
+"""Restart equivalence of the worker's processor, without faust: a small in-memory log with
+offsets and faust's commit rule (the first offset not yet acknowledged) drives
+`BatchProcessor`; a "crash" drops the processor (its memory, its uncommitted work) at a batch
+boundary, and a new one resumes on the same state table from the committed offsets. The alerts
+must be the ones of an uninterrupted run, and no judged record may be judged twice.
+
+The same property on the real broker, with a real worker process: test_worker_e2e.py.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from models.aggregates import InstitutionHourAggregator
+from models.runner import default_detectors
+from schemas.codec import Codec
+from streams.simulator import SimConfig, Simulation
+from streams.simulator.config import parse_start
+from streams.worker.processor import BatchProcessor, SourceRecord
+
+PARTITIONS = 4
+ROLES = ("settlement", "face_verify", "trace_scan", "by_institution", "by_doctor")
+
+
+@dataclass
+class Log:
+    """Topics as lists of (key, value, timestamp) per partition."""
+
+    records: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def append(self, role: str, key: bytes, value: bytes, ts: int, partition: int | None) -> None:
+        if partition is None:
+            partition = zlib.crc32(key) % PARTITIONS
+        self.records[(role, partition)].append((key, value, ts))
+
+
+@dataclass
+class Consumer:
+    """One worker's view: read positions and acknowledged offsets; commits like faust."""
+
+    log: Log
+    committed: dict[tuple[str, int], int]
+    position: dict[tuple[str, int], int] = field(default_factory=dict)
+    acked: dict[tuple[str, int], set[int]] = field(default_factory=lambda: defaultdict(set))
+
+    def __post_init__(self) -> None:
+        self.position = dict(self.committed)
+
+    def poll(self, per_partition: int) -> list[SourceRecord]:
+        out = []
+        for role in ROLES:
+            for p in range(PARTITIONS):
+                src = (role, p)
+                pos, log = self.position.get(src, 0), self.log.records[src]
+                for offset in range(pos, min(pos + per_partition, len(log))):
+                    key, value, ts = log[offset]
+                    out.append(SourceRecord(role, role, p, offset, key, value, ts, (src, offset)))
+                self.position[src] = min(pos + per_partition, len(log))
+        return out
+
+    def ack(self, refs: list[Any]) -> None:
+        for src, offset in refs:
+            self.acked[src].add(offset)
+        for src, done in self.acked.items():
+            n = self.committed.get(src, 0)
+            while n in done:
+                n += 1
+            self.committed[src] = n
+
+
+def make_log(days: int = 5, seed: int = 11) -> Log:
+    """A simulated world in the input topics, with the simulator's hourly watermarks."""
+    sim = Simulation(
+        SimConfig(preset="tiny", seed=seed, start_ms=parse_start("2026-11-02"), days=days)
+    )
+    codec = Codec.default()
+    log = Log()
+    next_hour = last = None
+    for rec in sim.records():
+        if rec.topic == "sim_labels":
+            continue
+        ts = last = rec.timestamp_ms
+        hour = ts // 3_600_000 * 3_600_000
+        if next_hour is None:
+            next_hour = hour + 3_600_000
+        elif ts >= next_hour:
+            watermark(log, codec, hour)
+            next_hour = hour + 3_600_000
+        log.append(rec.topic, rec.key.encode(), codec.encode(rec.schema, rec.record), ts, None)
+    assert last is not None
+    watermark(log, codec, last + 7_200_000)
+    return log
+
+
+def watermark(log: Log, codec: Codec, time_ms: int) -> None:
+    value = codec.encode("Watermark", {"source": "simulator", "watermark_time": time_ms})
+    for role in ("settlement", "face_verify", "trace_scan"):
+        for p in range(PARTITIONS):
+            log.append(role, b"__watermark__", value, time_ms, p)
+
+
+def new_processor(table: dict) -> BatchProcessor:
+    detectors = [*default_detectors(), InstitutionHourAggregator()]
+    return BatchProcessor(detectors, table, partitions=PARTITIONS)
+
+
+def run(
+    log: Log, crash_after: set[int], *, before_state: bool = False, per_partition: int = 40
+) -> tuple[set[str], int]:
+    """Run to the end, crashing after the given batch numbers: after the batch's outputs and
+    state are written (a stop), or `before_state` (a kill between the sends and the state
+    write). Returns the alert ids and the number of records judged, over all processors."""
+    table: dict[str, Any] = {}
+    alerts: set[str] = set()
+    judged = 0
+    proc, consumer = new_processor(table), Consumer(log, {})
+    batch_no = idle = 0
+    while idle < 3:
+        records = consumer.poll(per_partition)
+        batch = proc.process(records)
+        for rec in batch.out:  # sent and flushed
+            if rec.role in ("by_institution", "by_doctor"):
+                log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
+        alerts.update(a.alert_id for a in batch.alerts)
+        batch_no += 1
+        crash = batch_no in crash_after
+        if not (crash and before_state):
+            for _, key, state in proc.dirty_state():  # the states and the checkpoint
+                if state is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = state
+        if crash:  # the acks of this batch, and all memory, are lost with the process
+            judged += sum(proc.stats.processed.values())
+            proc, consumer = new_processor(table), Consumer(log, dict(consumer.committed))
+            continue
+        consumer.ack(batch.done)
+        idle = idle + 1 if not records else 0
+    judged += sum(proc.stats.processed.values())
+    return alerts, judged
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[set[str], int]:
+    return run(make_log(), set())
+
+
+def test_uninterrupted_run_raises_alerts(reference: tuple[set[str], int]) -> None:
+    alerts, judged = reference
+    assert len(alerts) >= 20
+    assert judged > 1000
+
+
+@pytest.mark.parametrize("crashes", [{3}, {10}, {25, 26}, {5, 40, 80}], ids=str)
+def test_a_restarted_processor_raises_the_same_alerts(
+    reference: tuple[set[str], int], crashes: set[int]
+) -> None:
+    alerts, judged = run(make_log(), crashes)
+    assert alerts == reference[0]
+    assert judged == reference[1]  # nothing judged twice, nothing skipped
+
+
+@pytest.mark.parametrize("crashes", [{10}, {5, 40}], ids=str)
+def test_a_kill_before_the_state_write_re_judges_with_the_same_alerts(
+    reference: tuple[set[str], int], crashes: set[int]
+) -> None:
+    alerts, judged = run(make_log(), crashes, before_state=True)
+    assert alerts == reference[0]
+    assert judged >= reference[1]  # the lost batch is judged again
