@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=2000, ge=1)
     worker_batch_seconds: float = Field(default=0.2, gt=0)
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
+    validate_wall_clock: bool = Field(
+        default=True,
+        description="dead-letter events more than a day ahead of the wall clock or over ten "
+        "years old; `fundwatch run` turns it off for unbounded simulations, which run ahead of "
+        "real time",
+    )
     registry_dir: Path | None = Field(
         default=None, description="institutions.jsonl and drugs.jsonl (default <data_dir>/registry)"
     )

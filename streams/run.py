@@ -114,6 +114,12 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         print(f"fundwatch run: {exc}", file=sys.stderr)
         return 1
     store.ensure_schema()
+    if not args.no_sim and not _bounded(args) and settings.validate_wall_clock:
+        # An unbounded simulation runs ahead of real time by design: its events would soon be
+        # "more than a day in the future". The worker child reads the same switch from the env.
+        log.info("unbounded simulation: event times are not checked against the wall clock")
+        settings = settings.model_copy(update={"validate_wall_clock": False})
+        os.environ["FUNDWATCH_VALIDATE_WALL_CLOCK"] = "false"
     server = QueryServer(store).start() if store.embedded else None
     sink = Sink(settings, store)
     watched = [getattr(settings.topics, r).name for r in INPUT_ROLES]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,36 @@ def test_run_stores_every_event_then_query_reads_them(kafka_settings, tmp_path) 
     produced, stored, dead, marks = (int(c.strip().replace(",", "")) for c in line.split("│")[2:6])
     assert produced == stored + dead + marks and marks > 0
     assert stored == counts["s"]
+
+
+def test_an_unbounded_run_runs_ahead_of_the_clock_without_dead_letters(
+    kafka_settings, tmp_path
+) -> None:
+    """Without --days/--events the simulator runs ahead of real time: its events must not be
+    dead-lettered as 'in the future' (validation's wall-clock bounds are off for that run)."""
+    env = _env(kafka_settings, tmp_path)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "run", "--preset", "tiny", "--plain"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(25)
+    finally:
+        run.send_signal(signal.SIGINT)
+        _out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    result = fundwatch(
+        "query", "--format", "json",
+        "SELECT (SELECT count() FROM settlements) AS stored, "
+        "(SELECT toUnixTimestamp64Milli(max(event_time)) FROM settlements) AS newest, "
+        "(SELECT count() FROM dead_letters WHERE reason_code = 'future_event_time') AS future",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout.splitlines()[0])
+    assert row["stored"] > 0
+    assert int(row["newest"]) > time.time() * 1000 + 86_400_000  # it did run ahead of the clock
+    assert row["future"] == 0
 
 
 def test_query_reaches_a_store_held_by_a_running_sink(kafka_settings, tmp_path) -> None:

@@ -32,6 +32,7 @@ from faust.types import EventT
 from models.aggregates import InstitutionHourAggregator
 from models.reference import Registry
 from models.rules.config import load_rule_config
+from models.runner import wall_clock_ms
 from streams.config import Settings
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.processor import Batch, BatchProcessor, SourceRecord
@@ -159,7 +160,11 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
             log.info("rule configuration %s (%s)", rules.label, rules.path)
             detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
             holder["p"] = BatchProcessor(
-                detectors, table, settings.allowed_lateness_ms, partitions=partitions
+                detectors,
+                table,
+                settings.allowed_lateness_ms,
+                partitions=partitions,
+                now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
             )
         return holder["p"]
 
@@ -255,3 +260,8 @@ async def _drain(producer: Any) -> None:
     while producer.buffer.size:
         await producer.buffer.flush()
     await producer.flush()
+
+
+def _no_clock() -> None:
+    """Validation without the wall-clock bounds (settings.validate_wall_clock off)."""
+    return None

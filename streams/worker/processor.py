@@ -169,7 +169,7 @@ class BatchProcessor:
         allowed_lateness_ms: int = DEFAULT_LATENESS_MS,
         codec: Codec | None = None,
         partitions: int = 4,
-        now_ms: Callable[[], int] = wall_clock_ms,
+        now_ms: Callable[[], int | None] = wall_clock_ms,
     ) -> None:
         self.codec = codec or Codec.default()
         self.now_ms = now_ms  # the wall clock event times are validated against
