@@ -186,7 +186,7 @@ def test_sink_metrics_health_and_status(isolated_settings: Settings, sink_child)
     assert _sum(m, "fundwatch_sink_rows_stored_total", table="settlements") == 20
     assert _sum(m, "fundwatch_sink_store_up") == 1
     assert _sum(m, "fundwatch_sink_batch_records_count") >= 1
-    assert _sum(m, "fundwatch_sink_latency_seconds_count") >= 22
+    assert _sum(m, "fundwatch_sink_latency_seconds_count") >= 20  # committed records
     code, body = _health(url)
     assert code == 200 and body["status"] == "ok", body
     assert body["assigned_partitions"] > 0 and body["last_batch_age_s"] is not None
@@ -295,6 +295,7 @@ def test_worker_metrics_after_a_few_events(isolated_settings: Settings, tmp_path
         endpoint = _wait("the worker's metrics endpoint", url, timeout_s=120)
 
         def counted() -> dict | None:
+            assert worker.alive(), (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
             m = _scrape(endpoint)
             read = _sum(m, "fundwatch_worker_records_read_total", role="settlement")
             return m if read == 31 else None
