@@ -19,6 +19,7 @@ from streams.config import Settings
 log = logging.getLogger(__name__)
 
 QUICK = {"preset": "tiny", "days": 14, "rate_seconds": 30.0, "max_events": 20_000}
+PROFILE_EVENTS = 100_000  # a profile needs proportions, not the whole world
 FULL = {"preset": "city", "days": 1, "rate_seconds": 60.0, "max_events": 200_000}
 
 
@@ -66,10 +67,13 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     result = run_bench(args, settings, console.print)
     from streams.bench.report import print_tables, write_json
 
-    out_dir = args.out or settings.data_dir / "bench"
+    out_dir = (args.out or settings.data_dir / "bench").resolve()
     latest, copy = write_json(result, out_dir)
     print_tables(result, Console())
     console.print(f"written: {latest} and {copy.name}")
+    if result.get("live_error"):
+        console.print(f"[red]the live phases failed:[/red] {result['live_error']}")
+        return 1
     return 0
 
 
@@ -84,15 +88,13 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     """Every phase; returns the result document (see report.REQUIRED_KEYS)."""
     from models.runner import DetectorSet
     from streams.bench import inprocess as ip
-    from streams.bench.live import run_live
-    from streams.bench.profiles import profile_call, report_from_file
+    from streams.bench.profiles import profile_call
     from streams.bench.report import ratio
     from streams.bench.workload import BenchTopics, Workload, new_run_id
     from streams.replay import merge_by_time, read_events, replay
     from streams.simulator.output import produce_to_kafka
-    from streams.store.client import Store
 
-    out_dir = args.out or settings.data_dir / "bench"
+    out_dir = (args.out or settings.data_dir / "bench").resolve()  # chdb:// needs a full path
     run_id = new_run_id()
     work = out_dir / f"run-{run_id}"
     preset, days = _param(args, "preset"), _param(args, "days")
@@ -198,12 +200,12 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             say("profiling the detectors and the worker logic (pyinstrument)...")
             profiles["detectors"] = profile_call(
                 out_dir / "profile-detectors.txt",
-                lambda: ip.run_detectors(events, workload.registry),
+                lambda: ip.run_detectors(events[:PROFILE_EVENTS], workload.registry),
             )
             profiles["worker_logic"] = profile_call(
                 out_dir / "profile-worker-logic.txt",
                 lambda: ip.run_processor(
-                    raw,
+                    raw[:PROFILE_EVENTS],
                     workload.registry,
                     settings.worker_batch_size,
                     settings.topics.settlement.partitions,
@@ -214,62 +216,15 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
         replay_topics.delete()
 
     result["live"] = []
+    for key in ("live_eps_per_worker", "live_p50_latency_s", "live_p99_latency_s"):
+        result[key] = None
     if not args.no_live:
-        store_settings = settings
-        if settings.is_embedded_store:  # an engine of its own: never the one `run` holds
-            store_settings = settings.model_copy(update={"data_dir": out_dir / "store"})
-        store = Store(store_settings).open()
         try:
-            rate_events = min(workload.events, int(args.rate * _param(args, "rate_seconds")))
-            max_events = min(workload.events, _param(args, "max_events"))
-            phases: list[tuple[str, int, float | None]] = [
-                ("rate", rate_events, args.rate),
-                ("max", max_events, None),
-            ]
-            if args.profile:  # a phase of its own: the profiler must not slow the figures
-                phases.append(("profile", min(max_events, 20_000), None))
-            for phase, n, rate in phases:
-                session = work / "live-worker.pyisession"
-                profile = session if phase == "profile" else None
-                live = run_live(
-                    settings,
-                    run_id,
-                    phase,
-                    workload,
-                    n,
-                    rate,
-                    store,
-                    work,
-                    immediate,
-                    say=say,
-                    profile_path=profile,
-                )
-                if profile is not None:
-                    profiles["live_worker"] = report_from_file(
-                        session, out_dir / "profile-live-worker.txt"
-                    )
-                doc = dataclasses.asdict(live)
-                doc["produced_eps"] = live.produced_eps
-                result["live"].append(doc)
-                say(
-                    f"live {phase}: worker {live.worker_eps:,.0f} ev/s, latency p50 "
-                    f"{live.latency.p50_s or 0:.2f}s p99 {live.latency.p99_s or 0:.2f}s "
-                    f"({live.latency.joined} alerts joined)"
-                )
-        finally:
-            store.close()
-        by = {p["phase"]: p for p in result["live"]}
-        result["live_eps_per_worker"] = by["max"]["worker_eps"]
-        result["live_p50_latency_s"] = by["rate"]["latency"]["p50_s"]
-        result["live_p99_latency_s"] = by["rate"]["latency"]["p99_s"]
-        result["live_offered_eps"] = args.rate
-        result["latency_note"] = (
-            f"at an offered {args.rate:,.0f} ev/s: produce() -> the sink's ClickHouse insert of "
-            "the alert returned (alerts raised by their triggering event; timer alerts apart)"
-        )
-    else:
-        for key in ("live_eps_per_worker", "live_p50_latency_s", "live_p99_latency_s"):
-            result[key] = None
+            _live_phases(args, settings, run_id, workload, immediate, out_dir, work, result,
+                         profiles, say)  # fmt: skip
+        except Exception as exc:  # keep the in-process figures: they are written all the same
+            log.exception("live phases failed")
+            result["live_error"] = f"{type(exc).__name__}: {exc}"
     if profiles:
         result["profiles"] = {  # sampled seconds per package, most first
             name: [[pkg, round(t, 3)] for pkg, t in packages[:15]]
@@ -284,6 +239,77 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     result["loadavg_end"] = _loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _live_phases(
+    args: argparse.Namespace,
+    settings: Settings,
+    run_id: str,
+    workload: Any,
+    immediate: set[str],
+    out_dir: Path,
+    work: Path,
+    result: dict[str, Any],
+    profiles: dict[str, list[tuple[str, float]]],
+    say: Any,
+) -> None:
+    """The live phases: at the offered rate, at max, and (with --profile) under pyinstrument."""
+    from streams.bench.live import run_live
+    from streams.bench.profiles import report_from_file
+    from streams.store.client import Store
+
+    store_settings = settings
+    if settings.is_embedded_store:  # an engine of its own: never the one `run` holds
+        store_settings = settings.model_copy(update={"data_dir": out_dir / "store"})
+    store = Store(store_settings).open()
+    try:
+        rate_events = min(workload.events, int(args.rate * _param(args, "rate_seconds")))
+        max_events = min(workload.events, _param(args, "max_events"))
+        phases: list[tuple[str, int, float | None]] = [
+            ("rate", rate_events, args.rate),
+            ("max", max_events, None),
+        ]
+        if args.profile:  # a phase of its own: the profiler must not slow the figures
+            phases.append(("profile", min(max_events, 20_000), None))
+        for phase, n, rate in phases:
+            session = work / "live-worker.pyisession"
+            profile = session if phase == "profile" else None
+            live = run_live(
+                settings,
+                run_id,
+                phase,
+                workload,
+                n,
+                rate,
+                store,
+                work,
+                immediate,
+                say=say,
+                profile_path=profile,
+            )
+            if profile is not None:
+                profiles["live_worker"] = report_from_file(
+                    session, out_dir / "profile-live-worker.txt"
+                )
+            doc = dataclasses.asdict(live)
+            doc["produced_eps"] = live.produced_eps
+            result["live"].append(doc)
+            say(
+                f"live {phase}: worker {live.worker_eps:,.0f} ev/s, latency p50 "
+                f"{live.latency.p50_s or 0:.2f}s p99 {live.latency.p99_s or 0:.2f}s "
+                f"({live.latency.joined} alerts joined)"
+            )
+    finally:
+        store.close()
+    by = {p["phase"]: p for p in result["live"]}
+    result["live_eps_per_worker"] = by["max"]["worker_eps"]
+    result["live_p50_latency_s"] = by["rate"]["latency"]["p50_s"]
+    result["live_p99_latency_s"] = by["rate"]["latency"]["p99_s"]
+    result["live_offered_eps"] = args.rate
+    result["latency_note"] = (
+        f"at an offered {args.rate:,.0f} ev/s: produce() -> the sink's ClickHouse insert of "
+        "the alert returned (alerts raised by their triggering event; timer alerts apart)"
+    )
 
 
 def _loadavg() -> list[float]:
