@@ -60,6 +60,8 @@ class Topics(BaseModel):
         name="dead-letters", partitions=1, retention_ms=90 * DAY_MS, timestamp_type=APPEND_TIME
     )
     sim_labels: TopicSpec = TopicSpec(name="sim-labels", partitions=1, retention_ms=-1)
+    # analysts' review outcomes (`fundwatch review`): the labels the alert ranker learns from
+    reviews: TopicSpec = TopicSpec(name="reviews", partitions=1, retention_ms=-1)
     # internal: input records re-keyed for the worker's institution and doctor stages
     by_institution: TopicSpec = TopicSpec(
         name="fundwatch-by-institution",

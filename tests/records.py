@@ -94,6 +94,15 @@ def sim_label(**over: Any) -> dict[str, Any]:
     return {**record, **over}
 
 
+def review(**over: Any) -> dict[str, Any]:
+    record = {
+        "review_id": "r" * 32, "alert_id": "a" * 32, "detector_id": "cross_institution_frequency",
+        "outcome": "confirmed", "reviewer": "analyst01", "reviewed_at": T0 + 86_400_000,
+        "note": "病历核实,确认违规",
+    }  # fmt: skip
+    return {**record, **over}
+
+
 RECORDS: dict[str, Callable[..., dict[str, Any]]] = {
     "SettlementEvent": settlement,
     "TraceScanEvent": trace_scan,
@@ -102,4 +111,5 @@ RECORDS: dict[str, Callable[..., dict[str, Any]]] = {
     "InstitutionHour": institution_hour,
     "DeadLetter": dead_letter,
     "SimLabel": sim_label,
+    "Review": review,
 }

@@ -132,7 +132,8 @@ CREATE TABLE IF NOT EXISTS `fundwatch`.`alerts` (
     `amount_at_risk_fen` Int64,
     `amount_at_risk` Decimal(18, 2) ALIAS toDecimal64(amount_at_risk_fen, 2) / 100 COMMENT 'money at risk in yuan',
     `evidence_event_ids` Array(String),
-    `explanation` String COMMENT 'for analysts, in Chinese'
+    `explanation` String COMMENT 'for analysts, in Chinese',
+    `confirm_score` Nullable(Float32) COMMENT 'chance an analyst confirms it, from the review-trained ranker when stored'
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
@@ -197,6 +198,27 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (scenario, label_id)
 COMMENT 'Ground truth of the simulator: one row per injected fraud instance.';
+
+CREATE TABLE IF NOT EXISTS `fundwatch`.`reviews` (
+    `review_id` String COMMENT 'unique id of the review',
+    `alert_id` String COMMENT 'the reviewed alert',
+    `detector_id` LowCardinality(Nullable(String)) COMMENT 'copied at review time',
+    `outcome` Enum8('confirmed' = 1, 'rejected' = 2),
+    `reviewer` LowCardinality(String) COMMENT 'analyst account (staff, not an insured person)',
+    `reviewed_at` DateTime64(3, 'Asia/Shanghai'),
+    `note` String,
+    `source_partition` UInt16 COMMENT 'Kafka partition the record was read from',
+    `source_offset` UInt64 COMMENT 'Kafka offset of the record',
+    `schema_version` UInt8 COMMENT 'Avro schema version that wrote the record',
+    `ingested_at` DateTime64(3, 'Asia/Shanghai') COMMENT 'when the sink stored the row (wall clock)',
+    CONSTRAINT `known_outcome` CHECK outcome IN ('confirmed', 'rejected')
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(reviewed_at)
+ORDER BY (alert_id, reviewed_at, review_id)
+COMMENT 'Outcomes of alerts recorded by analysts (fundwatch review), every review step kept: the latest per alert is in the alert_outcomes view. A re-delivered review (same review_id) collapses.';
+
+ALTER TABLE `fundwatch`.`alerts` ADD COLUMN IF NOT EXISTS `confirm_score` Nullable(Float32) COMMENT 'chance an analyst confirms it, from the review-trained ranker when stored';
 
 CREATE VIEW IF NOT EXISTS `fundwatch`.`region_daily` AS
 -- Settlement counts and money come from institution_hourly FINAL (the latest revision of each
@@ -504,3 +526,33 @@ FROM
 GROUP BY day, province_code, city_code, region_code, institution_id, doctor
 ORDER BY day, region_code, institution_id, doctor_id
 COMMENT 'Per doctor, institution and local day (the deepest drill-down level): settlements, money and distinct persons.';
+
+CREATE VIEW IF NOT EXISTS `fundwatch`.`alert_outcomes` AS
+-- The latest review decides (argMax over reviewed_at, review_id breaking ties); earlier steps
+-- (first review, appeal, re-review) stay in reviews. FINAL drops re-delivered copies of a review.
+-- Inner columns get names of their own: an alias equal to a column name would shadow it.
+SELECT
+    alert_id,
+    argMax(detector, (at, rid)) AS detector_id,
+    argMax(result, (at, rid)) AS outcome,
+    argMax(who, (at, rid)) AS reviewer,
+    argMax(text, (at, rid)) AS note,
+    max(at) AS reviewed_at,
+    argMin(result, (at, rid)) AS first_outcome,
+    min(at) AS first_reviewed_at,
+    count() AS reviews
+FROM
+(
+    SELECT
+        alert_id,
+        detector_id AS detector,
+        outcome AS result,
+        reviewer AS who,
+        note AS text,
+        reviewed_at AS at,
+        review_id AS rid
+    FROM `fundwatch`.reviews FINAL
+)
+GROUP BY alert_id
+ORDER BY alert_id
+COMMENT 'The outcome of every reviewed alert: its latest review (confirmed or rejected), who and when, the first outcome and how many reviews it had.';

@@ -105,6 +105,7 @@ def alert_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Rows:
                 r["kind"], r["severity"], r["score"], r["entity_type"], entity,
                 r["institution_id"], r["region_code"], r["event_time"], r["detected_at"],
                 r["amount_at_risk_fen"], r["evidence_event_ids"], r["explanation"],
+                None,  # confirm_score: the sink's ranker fills it in (streams/sink/ranking.py)
             ),
         )
     ]  # fmt: skip
@@ -153,6 +154,18 @@ def sim_label_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Ro
     ]  # fmt: skip
 
 
+def review_rows(r: dict[str, Any], lin: Lineage, pseudo: Pseudonymizer) -> Rows:
+    return [
+        (
+            "reviews",
+            (
+                r["review_id"], r["alert_id"], r["detector_id"], r["outcome"], r["reviewer"],
+                r["reviewed_at"], r["note"], *lin.tail(),
+            ),
+        )
+    ]  # fmt: skip
+
+
 # Topic role (a field name of streams.config.Topics) -> (Avro record name, row function)
 HANDLERS: dict[str, tuple[str, RowFn]] = {
     "settlement": ("SettlementEvent", settlement_rows),
@@ -162,4 +175,5 @@ HANDLERS: dict[str, tuple[str, RowFn]] = {
     "aggregates": ("InstitutionHour", institution_hour_rows),
     "dead_letters": ("DeadLetter", dead_letter_rows),
     "sim_labels": ("SimLabel", sim_label_rows),
+    "reviews": ("Review", review_rows),
 }

@@ -47,6 +47,7 @@ class Table:
     partition_by: str | None = "toYYYYMM(event_time)"
     settings: dict[str, str] = field(default_factory=dict)
     version: str | None = None  # ReplacingMergeTree version column: the highest one survives
+    checks: tuple[tuple[str, str], ...] = ()  # (name, expression): CONSTRAINT name CHECK expr
 
     @property
     def insert_columns(self) -> list[str]:
@@ -215,6 +216,11 @@ ALERTS = Table(
         _yuan("amount_at_risk", "amount_at_risk_fen", "money at risk in yuan"),
         Column("evidence_event_ids", "Array(String)"),
         Column("explanation", "String", "for analysts, in Chinese"),
+        Column(
+            "confirm_score",
+            "Nullable(Float32)",
+            "chance an analyst confirms it, from the review-trained ranker when stored",
+        ),
     ),
     order_by="(toDate(event_time), ifNull(region_code, ''), ifNull(institution_id, ''), "
     "detector_id, alert_id)",
@@ -289,6 +295,27 @@ SIM_LABELS = Table(
     shard_key="cityHash64(label_id)",
 )
 
+REVIEWS = Table(
+    name="reviews",
+    comment="Outcomes of alerts recorded by analysts (fundwatch review), every review step kept: "
+    "the latest per alert is in the alert_outcomes view. A re-delivered review (same review_id) "
+    "collapses.",
+    columns=(
+        Column("review_id", "String", "unique id of the review"),
+        Column("alert_id", "String", "the reviewed alert"),
+        Column("detector_id", "LowCardinality(Nullable(String))", "copied at review time"),
+        Column("outcome", "Enum8('confirmed' = 1, 'rejected' = 2)"),
+        Column("reviewer", LC, "analyst account (staff, not an insured person)"),
+        Column("reviewed_at", TS),
+        Column("note", "String"),
+        *_lineage(),
+    ),
+    order_by="(alert_id, reviewed_at, review_id)",
+    shard_key="cityHash64(alert_id)",
+    partition_by="toYYYYMM(reviewed_at)",
+    checks=(("known_outcome", "outcome IN ('confirmed', 'rejected')"),),
+)
+
 TABLES: tuple[Table, ...] = (
     SETTLEMENTS,
     SETTLEMENT_ITEMS,
@@ -298,6 +325,7 @@ TABLES: tuple[Table, ...] = (
     INSTITUTION_HOURLY,
     DEAD_LETTERS,
     SIM_LABELS,
+    REVIEWS,
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -663,6 +691,41 @@ ORDER BY day, region_code, institution_id, doctor_id
 """,
 )
 
+ALERT_OUTCOMES = View(
+    name="alert_outcomes",
+    comment="The outcome of every reviewed alert: its latest review (confirmed or rejected), who "
+    "and when, the first outcome and how many reviews it had.",
+    query="""
+-- The latest review decides (argMax over reviewed_at, review_id breaking ties); earlier steps
+-- (first review, appeal, re-review) stay in reviews. FINAL drops re-delivered copies of a review.
+-- Inner columns get names of their own: an alias equal to a column name would shadow it.
+SELECT
+    alert_id,
+    argMax(detector, (at, rid)) AS detector_id,
+    argMax(result, (at, rid)) AS outcome,
+    argMax(who, (at, rid)) AS reviewer,
+    argMax(text, (at, rid)) AS note,
+    max(at) AS reviewed_at,
+    argMin(result, (at, rid)) AS first_outcome,
+    min(at) AS first_reviewed_at,
+    count() AS reviews
+FROM
+(
+    SELECT
+        alert_id,
+        detector_id AS detector,
+        outcome AS result,
+        reviewer AS who,
+        note AS text,
+        reviewed_at AS at,
+        review_id AS rid
+    FROM {db}.reviews FINAL
+)
+GROUP BY alert_id
+ORDER BY alert_id
+""",
+)
+
 VIEWS: tuple[View, ...] = (
     REGION_DAILY,
     ALERTS_TODAY,
@@ -670,7 +733,12 @@ VIEWS: tuple[View, ...] = (
     INSTITUTION_TIMELINE,
     PERSON_TIMELINE,
     DOCTOR_DAILY,
+    ALERT_OUTCOMES,
 )
+
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("alerts", "confirm_score"),)
+"""(table, column) added after the table first shipped: `ALTER TABLE ... ADD COLUMN IF NOT
+EXISTS` brings an existing store up to date (CREATE TABLE IF NOT EXISTS leaves it as it was)."""
 
 
 def _engine(table: Table, cluster: str | None) -> str:
@@ -689,7 +757,8 @@ def render_ddl(database: str, cluster: str | None = None) -> list[str]:
     on_cluster = f" ON CLUSTER '{cluster}'" if cluster else ""
     statements = [f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}"]
     for table in TABLES:
-        cols = ",\n    ".join(c.render() for c in table.columns)
+        checks = [f"CONSTRAINT `{name}` CHECK {expr}" for name, expr in table.checks]
+        cols = ",\n    ".join([*(c.render() for c in table.columns), *checks])
         parts = f"PARTITION BY {table.partition_by}\n" if table.partition_by else ""
         engine = _engine(table, cluster)
         name = f"{table.name}_local" if cluster else table.name
@@ -703,6 +772,13 @@ def render_ddl(database: str, cluster: str | None = None) -> list[str]:
                 f"CREATE TABLE IF NOT EXISTS `{database}`.`{table.name}`{on_cluster} "
                 f"AS `{database}`.`{name}`\nENGINE = Distributed('{cluster}', '{database}', "
                 f"'{name}', {table.shard_key})"
+            )
+    for table_name, column_name in ADDED_COLUMNS:
+        column = next(c for c in BY_NAME[table_name].columns if c.name == column_name)
+        for name in (f"{table_name}_local", table_name) if cluster else (table_name,):
+            statements.append(
+                f"ALTER TABLE `{database}`.`{name}`{on_cluster} "
+                f"ADD COLUMN IF NOT EXISTS {column.render()}"
             )
     statements.extend(view.render(database, on_cluster) for view in VIEWS)
     return statements

@@ -28,7 +28,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
 
 def test_every_table_orders_by_its_id() -> None:
     ids = {"settlements": "event_id", "settlement_items": "line_no", "trace_scans": "event_id",
-           "face_verifications": "event_id", "alerts": "alert_id",
+           "face_verifications": "event_id", "alerts": "alert_id", "reviews": "review_id",
            "institution_hourly": "hour_start", "dead_letters": "dead_letter_id",
            "sim_labels": "label_id"}  # fmt: skip
     for table in TABLES:
