@@ -155,6 +155,40 @@ def test_ensure_topics_is_idempotent_and_only_grows(
 
 
 @pytest.mark.integration
+def test_derived_topics_keep_old_records_by_append_time(kafka_settings: Settings) -> None:
+    """Inputs are stamped with the event time; a derived topic's retention must count from when
+    its records were written, or a replay of older history loses its repartitioned copies."""
+    topics = kafka_settings.topics
+    for role in ("settlement", "trace_scan", "face_verify"):
+        assert getattr(topics, role).timestamp_type == "CreateTime", role
+    for role in ("by_institution", "by_doctor", "alerts", "aggregates", "dead_letters"):
+        assert getattr(topics, role).timestamp_type == "LogAppendTime", role
+    name = f"test-derived-{uuid.uuid4().hex[:8]}"
+    spec = topics.by_institution.model_copy(update={"name": name, "partitions": 1})
+    try:
+        ensure_topics(kafka_settings, [spec])
+        assert topic_configs(kafka_settings, [name])[name]["message.timestamp.type"] == (
+            "LogAppendTime"
+        )
+        month_ago = int(time.time() * 1000) - 30 * DAY_MS
+        producer = make_producer(kafka_settings)
+        producer.produce(name, value=b"x", timestamp=month_ago)
+        assert producer.flush(30) == 0
+        consumer = make_consumer(kafka_settings, f"g-{name}", **{"auto.offset.reset": "earliest"})
+        consumer.subscribe([name])
+        msg = None
+        deadline = time.monotonic() + 30
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(1)
+        consumer.close()
+        assert msg is not None and msg.error() is None
+        kind, ts = msg.timestamp()
+        assert kind == 2 and ts > month_ago + 29 * DAY_MS  # the broker's append time
+    finally:
+        _delete_topics(kafka_settings, [name])
+
+
+@pytest.mark.integration
 def test_produce_consume_round_trip(isolated_settings: Settings) -> None:
     topic = isolated_settings.topics.settlement.name
     sent = {f"v{i}": f"k{i % 17}" for i in range(200)}
