@@ -1,6 +1,7 @@
 """The rule detectors, one module per family (what they look at), one class per catalogue id.
 
-`cost_growth` and `peer_deviation` are online models (a later issue) and live elsewhere.
+The online models (`cost_growth`, `peer_deviation`, ...) live in `models/online/` and are
+appended to `DETECTOR_CLASSES`, so configurations, the worker and backtests run them too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from models.detectors.identity import FenceBreach, Impersonation, ImpossibleTrav
 from models.detectors.inpatient import HangingBed, SplitHospitalization
 from models.detectors.licence import LicenceLending
 from models.detectors.supply import DrugOverSupply, PharmacyHopping, RepeatedExam
+from models.online import MODEL_CLASSES
 
 DETECTOR_CLASSES = (
     CrossInstitutionFrequency,
@@ -39,8 +41,9 @@ DETECTOR_CLASSES = (
     CardBurst,
     RepeatedExam,
     GroupVisit,
+    *MODEL_CLASSES,
 )
-"""In the order of models/catalogue.py."""
+"""In the order of models/catalogue.py, then the online models."""
 
 __all__ = [
     "DETECTOR_CLASSES",

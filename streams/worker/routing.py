@@ -44,6 +44,10 @@ STAGE_OF_DETECTOR: dict[str, str] = {
     "fence_breach": "institution",
     "drug_swap": "institution",
     "institution_hour": "institution",  # the aggregator, not a detector: same contract
+    # online models (models/online): peers on the person stage, where every partition sees a
+    # sample of every institution (models/online/peers.py says why)
+    "cost_growth": "institution",
+    "peer_deviation": "person",
 }
 
 # source topic role -> stages whose detectors process its records

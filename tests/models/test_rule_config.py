@@ -123,7 +123,8 @@ def test_a_file_without_extends_takes_the_dataclass_defaults(tmp_path: Path) -> 
     config = load_rule_config(path)
     assert (config.name, config.version, config.label) == ("mini", "1", "mini@1")
     assert config.rules["card_burst"].params.min_settlements == 2  # type: ignore[attr-defined]
-    assert config.rules["group_visit"].params == DETECTOR_CLASSES[-1].params_class()
+    group_visit = next(c for c in DETECTOR_CLASSES if c.id == "group_visit")
+    assert config.rules["group_visit"].params == group_visit.params_class()
 
 
 def test_extends_chains_and_the_nearest_override_wins(tmp_path: Path) -> None:
