@@ -88,6 +88,12 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
+def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.review_cli import run_from_args
+
+    return run_from_args(args, settings)
+
+
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
@@ -174,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
             "bench",
             _cmd_bench,
             "measure throughput, latency and state size of every path (docs/performance.md)",
+        )
+    )
+    from streams.review_cli import add_arguments as review_args
+
+    review_args(
+        add(
+            "review",
+            _cmd_review,
+            "record an analyst's outcome of an alert (confirmed or rejected)",
         )
     )
     add("config", _cmd_config, "print the effective configuration (secrets masked)")

@@ -32,6 +32,7 @@ from streams.config import Settings
 from streams.kafka.clients import make_consumer, make_producer
 from streams.ops.metrics import LATENCY_BUCKETS, SECONDS_BUCKETS, SIZE_BUCKETS, BulkHistogram
 from streams.privacy import Pseudonymizer
+from streams.sink.ranking import SinkRanking
 from streams.sink.rows import HANDLERS, Lineage, Row
 from streams.store.client import Store
 from streams.store.tables import DEAD_LETTERS
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SINK_ROLES = (
     "settlement", "trace_scan", "face_verify", "alerts", "aggregates", "dead_letters", "sim_labels",
+    "reviews",
 )  # fmt: skip
 MAX_BACKOFF_S = 30.0
 
@@ -121,6 +123,7 @@ class Sink:
         self.dead_letter_topic = settings.topics.dead_letters.name
         self.group_id = group_id or settings.consumer_group
         self.stats = SinkStats()
+        self.ranking = SinkRanking(settings, store)  # confirm_score of alerts, learnt from reviews
         self._stop = threading.Event()
         self._rows: dict[str, list[Row]] = defaultdict(list)
         self._pending: dict[tuple[str, int], int] = {}  # next offset to commit
@@ -225,6 +228,8 @@ class Sink:
         except (KeyError, TypeError, ValueError) as exc:
             self._dead_letter(msg, role, "invalid_record", f"record does not map to rows: {exc!r}")
             return
+        if role in ("alerts", "reviews"):
+            rows = self.ranking.on_record(role, record, rows, topic, partition, offset)
         for table, row in rows:
             self._rows[table].append(row)
         self._pending_counts[topic] += 1
@@ -286,6 +291,7 @@ class Sink:
             return
         started = time.monotonic()
         self._store_with_retry()
+        self.ranking.after_store()  # learn the stored reviews, checkpoint before the commit
         self._deliver_dead_letters()
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
         self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -37,6 +37,18 @@ def test_confirmed_detectors_rank_above_rejected_ones_after_feedback() -> None:
     assert ranker.version == "f1.n60"
 
 
+def test_reviews_in_blocks_rank_the_same_way() -> None:
+    ranker = Ranker()  # one rule's queue after the other: the last block must not win
+    for _ in range(10):
+        ranker.learn_one(A, True)
+    for _ in range(10):
+        ranker.learn_one(B, False)
+    other = alert_features(alert(detector_id="unreviewed", kind="suspicious", severity=2))
+    assert ranker.predict_proba(A) > ranker.predict_proba(other) > ranker.predict_proba(B)
+    assert ranker.predict_proba(A) > 0.5
+    assert ranker.detector_rate(A) == (10 + 5 * 0.4) / (10 + 5)
+
+
 def test_the_same_feedback_gives_the_same_scores() -> None:
     one, two = _feedback(Ranker()), _feedback(Ranker())
     for features in (A, B, V):
