@@ -141,12 +141,26 @@ class Settings(BaseSettings):
 
     # Privacy: person ids are replaced by HMAC-SHA256 pseudonyms before they reach ClickHouse
     pseudonym_key: SecretStr = SecretStr(DEV_PSEUDONYM_KEY)
+    reidentify_key: SecretStr | None = Field(
+        default=None,
+        description="key of the person vault (pseudonym -> encrypted person id): the sink "
+        "writes the vault only when it is set; `fundwatch reidentify` needs it",
+    )
 
     # Worker (faust): consumer group / app id, batches, event-time lateness, reference data
     worker_app_id: str = "fundwatch-worker"
     worker_batch_size: int = Field(default=2000, ge=1)
     worker_batch_seconds: float = Field(default=0.2, gt=0)
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
+    worker_session_timeout_s: float = Field(
+        default=60.0,
+        ge=6.0,
+        description="consumer-group session timeout: how long the group waits for a worker "
+        "that died without leaving before its partitions move (the broker's minimum is 6 s)",
+    )
+    worker_heartbeat_interval_s: float = Field(
+        default=3.0, gt=0, description="heartbeat interval (under a third of the session timeout)"
+    )
     validate_wall_clock: bool = Field(
         default=True,
         description="dead-letter events more than a day ahead of the wall clock or over ten "
@@ -230,7 +244,9 @@ class Settings(BaseSettings):
         """The settings as a dict safe to print: secrets masked, URL passwords removed."""
         out = self.model_dump(mode="json")
         out["clickhouse_url"] = redact_url(self.store_url)
-        for key in ("kafka_sasl_password", "kafka_ssl_key_password", "pseudonym_key"):
+        secrets = ("kafka_sasl_password", "kafka_ssl_key_password", "pseudonym_key",
+                   "reidentify_key")  # fmt: skip
+        for key in secrets:
             if out.get(key):
                 out[key] = "**********"
         out["kafka_client_config"] = {

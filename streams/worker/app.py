@@ -131,6 +131,8 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_heartbeat_interval_s,
         stream_wait_empty=False,  # held records stay uncommitted; a rebalance must not wait
         stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
     )
