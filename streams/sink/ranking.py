@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from models.ranker import CheckpointError, Features, Ranker, alert_features
+from models.ranker import CheckpointError, Ranker, alert_features
 from streams.config import Settings
 from streams.sink.rows import Rows
 from streams.store.client import Store
 
 log = logging.getLogger(__name__)
 
-LRU_SIZE = 50_000  # recent alerts' features (~1 KB each)
+LRU_SIZE = 50_000  # recent alerts' feature columns (~300 bytes each)
 _FEATURE_COLUMNS = (
     "alert_id", "detector_id", "kind", "severity", "score", "entity_type", "institution_id",
     "event_time", "amount_at_risk_fen",
@@ -51,7 +52,7 @@ class SinkRanking:
         self.path = path or checkpoint_path(settings)
         self.lru_size = lru_size
         self.counts: Counter[str] = Counter()  # scored, learned, unlearned, relearn_skipped
-        self._features: OrderedDict[str, Features] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # alert id -> columns
         self._queued: list[tuple[dict[str, Any], str, int, int]] = []
         self.ranker, self.offsets = self._load()
 
@@ -64,9 +65,8 @@ class SinkRanking:
             if role == "reviews":
                 self._queued.append((record, topic, partition, offset))
                 return rows
-            features = alert_features(record)
-            self._remember(record["alert_id"], features)
-            score = self.ranker.predict_proba(features)
+            self._remember(record)
+            score = self.ranker.predict_proba(alert_features(record))
             self.counts["scored"] += 1
             return [(t, (*r[:-1], score) if t == "alerts" else r) for t, r in rows]
         except Exception:  # ranking must never stop storage
@@ -94,39 +94,40 @@ class SinkRanking:
                 self.counts["relearn_skipped"] += 1  # already in the checkpointed model
             else:
                 fresh.append((record, topic, partition, offset))
-        missing = {r["alert_id"] for r, *_ in fresh if r["alert_id"] not in self._features}
+        missing = {r["alert_id"] for r, *_ in fresh if r["alert_id"] not in self._recent}
         found = self._lookup(missing) if missing else {}
         learned = 0
         for record, topic, partition, offset in fresh:
-            features = self._features.get(record["alert_id"]) or found.get(record["alert_id"])
-            if features is None:
+            columns = self._recent.get(record["alert_id"]) or found.get(record["alert_id"])
+            if columns is None:
                 self.counts["unlearned"] += 1
                 log.warning("review of unknown alert %s stored, not learnt", record["alert_id"])
             else:
+                features = alert_features(dict(zip(_FEATURE_COLUMNS, columns, strict=True)))
                 self.ranker.learn_one(features, record["outcome"] == "confirmed")
                 self.counts["learned"] += 1
                 learned += 1
             self.offsets[f"{topic}:{partition}"] = offset + 1
         return learned
 
-    def _lookup(self, alert_ids: Iterable[str]) -> dict[str, Features]:
-        """Features of alerts no longer (or never) in the LRU, read from the alerts table."""
+    def _lookup(self, alert_ids: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+        """Feature columns of alerts no longer (or never) in the LRU, from the alerts table."""
         rows = self.store.query_rows(
             f"SELECT {', '.join(_FEATURE_COLUMNS)} FROM `{self.store.database}`.alerts "
             "WHERE alert_id IN {ids:Array(String)} LIMIT 1 BY alert_id",
             {"ids": sorted(alert_ids)},
         )
-        out = {}
-        for row in rows:
-            alert = dict(zip(_FEATURE_COLUMNS, row, strict=True))
-            out[alert["alert_id"]] = alert_features(alert)
-        return out
+        return {row[0]: tuple(row) for row in rows}
 
-    def _remember(self, alert_id: str, features: Features) -> None:
-        self._features[alert_id] = features
-        self._features.move_to_end(alert_id)
-        if len(self._features) > self.lru_size:
-            self._features.popitem(last=False)
+    def _remember(self, record: dict[str, Any]) -> None:
+        alert_id = record["alert_id"]
+        self._recent[alert_id] = tuple(
+            sys.intern(v) if isinstance(v, str) and c != "alert_id" else v
+            for c, v in ((c, record.get(c)) for c in _FEATURE_COLUMNS)
+        )
+        self._recent.move_to_end(alert_id)
+        if len(self._recent) > self.lru_size:
+            self._recent.popitem(last=False)
 
     # -- checkpoint ----------------------------------------------------------------------------
     def _load(self) -> tuple[Ranker, dict[str, int]]:
