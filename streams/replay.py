@@ -1,9 +1,10 @@
 """Replay the input topics through the detectors in-process: read from the beginning, decode,
 merge the partitions by event time, run a `DetectorSet`.
 
-This is the loop the backtest will stand on (the `fundwatch backtest` command is not built
-yet); `fundwatch bench` measures it today as `replay_eps`. No faust, no state table: the
-detectors keep their state in memory (`InMemoryStateStore`).
+`fundwatch bench` measures it as `replay_eps`. No faust, no state table: the detectors keep
+their state in memory (`InMemoryStateStore`). One global `DetectorSet` is not what a worker
+runs (state per stage and partition; the peer models see each partition's sample), so
+`fundwatch backtest` (streams/backtest/) drives the worker's `BatchProcessor` instead.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Run a backtest: read a range of history, judge it with a rule configuration (and a baseline)
 in-process, store the alerts and a run record, and compare (docs/backtest.md).
 
-Isolation from the live pipeline: the detectors run in `models.runner.DetectorSet` over an
-`InMemoryStateStore` (the same detector objects a worker runs, no faust table, no changelog);
-Kafka is read by an assigned consumer of a throwaway group that commits nothing; alerts go to
-`backtest_alerts` under a run id, never to the `alerts` topic or table.
+Isolation from the live pipeline: the detectors (the same objects a worker builds from the
+configuration) run in the worker's `BatchProcessor` over a plain dict, not a faust table: no
+changelog, nothing produced to Kafka. Kafka is read by an assigned consumer of a throwaway group
+that commits nothing; alerts go to `backtest_alerts` under a run id, never to `alerts`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Where a backtest reads its events: the input topics, or the raw ClickHouse tables.
 
-Both yield decoded, validated events (dicts as detectors expect them, `_topic` set) in
-`(event_time, topic, event_id)` order, the order the worker's reorder buffer judges in, so the
-alerts equal a live worker's whatever the interleaving of partitions and topics.
+Both give raw input records (`SourceRecord`: role, partition, offset, key, Avro bytes) as the
+worker's processor receives them from Kafka, so the backtest judges them with the worker's own
+batch logic (decoding, validation, reorder buffers, repartitioning): the processor judges in
+`(event_time, topic, event_id)` order whatever the interleaving of partitions and topics.
 """
 
 from __future__ import annotations

@@ -1,0 +1,48 @@
+"""`fundwatch backtest` arguments and the embedded store's lock."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.backtest.cli import run_from_args
+from streams.cli import build_parser
+from streams.config import Settings
+
+
+def test_arguments_parse() -> None:
+    args = build_parser().parse_args(
+        [
+            "backtest",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-09T12:00",
+            "--config",
+            "candidate",
+            "--baseline",
+            "default",
+            "--source",
+            "clickhouse",
+        ]
+    )
+    assert (args.from_, args.to, args.config, args.baseline) == (
+        "2026-11-02", "2026-11-09T12:00", "candidate", "default")  # fmt: skip
+    assert (args.source, args.run_id, args.report, args.top_k) == ("clickhouse", None, None, 20)
+
+
+def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["backtest", "--from", "yesterday", "--to", "2026-11-09"])
+    assert run_from_args(args, Settings()) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_store_held_by_another_owner_fails_with_what_to_do(
+    _store_engine: object, store_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The session's store fixture holds the chDB lock, as a live `fundwatch run` would."""
+    args = build_parser().parse_args(["backtest", "--from", "2026-11-02", "--to", "2026-11-09"])
+    assert run_from_args(args, store_settings) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "in use by process" in err
+    assert "FUNDWATCH_CLICKHOUSE_URL" in err
