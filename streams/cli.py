@@ -88,14 +88,14 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
-def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.review_cli import run_from_args
+def _cmd_reidentify(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.reidentify import run_from_args
 
     return run_from_args(args, settings)
 
 
-def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.backtest.cli import run_from_args
+def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.review_cli import run_from_args
 
     return run_from_args(args, settings)
 
@@ -188,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
             "measure throughput, latency and state size of every path (docs/performance.md)",
         )
     )
+    from streams.reidentify import add_arguments as reidentify_args
+
+    reidentify_args(
+        add(
+            "reidentify",
+            _cmd_reidentify,
+            "privileged: the person id behind a pseudonym (needs FUNDWATCH_REIDENTIFY_KEY)",
+        )
+    )
     from streams.review_cli import add_arguments as review_args
 
     review_args(
@@ -195,15 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
             "review",
             _cmd_review,
             "record an analyst's outcome of an alert (confirmed or rejected)",
-        )
-    )
-    from streams.backtest.cli import add_arguments as backtest_args
-
-    backtest_args(
-        add(
-            "backtest",
-            _cmd_backtest,
-            "replay history through a rule configuration and compare (docs/backtest.md)",
         )
     )
     add("config", _cmd_config, "print the effective configuration (secrets masked)")

@@ -118,7 +118,7 @@ class Sink:
         self.settings = settings
         self.store = store
         self.codec = Codec.default()
-        self.pseudo = Pseudonymizer.from_settings(settings)
+        self.pseudo = Pseudonymizer.from_settings(settings, with_vault=True)
         self.role_of = {getattr(settings.topics, role).name: role for role in roles}
         self.dead_letter_topic = settings.topics.dead_letters.name
         self.group_id = group_id or settings.consumer_group
@@ -222,6 +222,7 @@ class Sink:
             validate(info.name, record, now_ms() if self.settings.validate_wall_clock else None)
             lineage = Lineage(partition, offset, info.version, now_ms())
             rows = to_rows(record, lineage, self.pseudo)
+            rows += self.pseudo.take_vault_rows()  # only with FUNDWATCH_REIDENTIFY_KEY
         except (CodecError, _Invalid, InvalidEvent) as exc:
             self._dead_letter(msg, role, getattr(exc, "reason_code", "invalid"), str(exc))
             return

@@ -30,7 +30,7 @@ from tests.kafka_helpers import drain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MODEL_SCENARIOS = {"cost_growth", "peer_deviation"}  # online models: the models issue
+MODEL_SCENARIOS: set[str] = set()  # online models: models/online (docs/detection.md)
 INPUT_ROLES = ("settlement", "face_verify", "trace_scan")
 WORLD_DAYS = 14
 
@@ -231,3 +231,31 @@ def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     drain(sink, settings, ("alerts",))
     rows = store.scalar(f"SELECT count() FROM `{store.database}`.alerts FINAL")
     assert rows == len({a["alert_id"] for a in reference["alerts"]}), (stops, len(got))
+
+
+def test_two_workers_share_the_partitions_and_raise_the_same_alerts(
+    world: dict, reference: dict
+) -> None:
+    """A second worker joins the group mid-stream: the partitions are rebalanced, each moves
+    with its state (the changelog) and its checkpoint, and the alerts are the reference's."""
+    run = WorkerRun(world["settings"], world["inputs"], world["tmp"], "pair").start(
+        world["registry"]
+    )
+    wait_for_progress(run, 0.3)
+    second = WorkerProcess(
+        run.settings, world["registry"], "w2", run.env(), log_path=run.tmp / "worker2.log"
+    ).start()
+    try:
+        run.worker.wait_caught_up()
+        second.wait_caught_up(timeout_s=60)
+    finally:
+        codes = (second.stop(), run.stop())
+    assert codes == (0, 0), run.log()
+    # the second worker did own partitions: its RocksDB holds their state
+    owned = list(
+        (run.settings.data_dir / "worker" / run.settings.worker_app_id / "w2").rglob(
+            "detector-state-*.db"
+        )
+    )
+    assert owned, (run.tmp / "worker2.log").read_text(errors="replace")[-3000:]
+    assert_same_alerts(run.alerts(), reference["alerts"])
