@@ -100,6 +100,12 @@ def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     return run_from_args(args, settings)
 
 
+def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.backtest.cli import run_from_args
+
+    return run_from_args(args, settings)
+
+
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
@@ -204,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
             "review",
             _cmd_review,
             "record an analyst's outcome of an alert (confirmed or rejected)",
+        )
+    )
+    from streams.backtest.cli import add_arguments as backtest_args
+
+    backtest_args(
+        add(
+            "backtest",
+            _cmd_backtest,
+            "replay history through a rule configuration and compare (docs/backtest.md)",
         )
     )
     add("config", _cmd_config, "print the effective configuration (secrets masked)")

@@ -218,6 +218,55 @@ PARTITION BY toYYYYMM(reviewed_at)
 ORDER BY (alert_id, reviewed_at, review_id)
 COMMENT 'Outcomes of alerts recorded by analysts (fundwatch review), every review step kept: the latest per alert is in the alert_outcomes view. A re-delivered review (same review_id) collapses.';
 
+CREATE TABLE IF NOT EXISTS `fundwatch`.`backtest_alerts` (
+    `run_id` String COMMENT 'backtest run (backtest_runs.run_id)',
+    `alert_id` String COMMENT 'hash of detector, version, entity and triggering event',
+    `detector_id` LowCardinality(String),
+    `detector_version` LowCardinality(String),
+    `config_version` LowCardinality(Nullable(String)),
+    `kind` LowCardinality(String) COMMENT 'violation (明确违规) or suspicious (可疑)',
+    `severity` UInt8 COMMENT '1-3',
+    `score` Float64,
+    `entity_type` LowCardinality(String),
+    `entity_id` String,
+    `institution_id` LowCardinality(Nullable(String)),
+    `region_code` LowCardinality(Nullable(String)),
+    `event_time` DateTime64(3, 'Asia/Shanghai') COMMENT 'event time of the triggering event',
+    `detected_at` DateTime64(3, 'Asia/Shanghai') COMMENT 'when the detector ran',
+    `amount_at_risk_fen` Int64,
+    `amount_at_risk` Decimal(18, 2) ALIAS toDecimal64(amount_at_risk_fen, 2) / 100 COMMENT 'money at risk in yuan',
+    `evidence_event_ids` Array(String),
+    `explanation` String COMMENT 'for analysts, in Chinese',
+    `confirm_score` Nullable(Float32) COMMENT 'chance an analyst confirms it, from the review-trained ranker when stored'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (run_id, alert_id)
+COMMENT 'Alerts of backtest runs (fundwatch backtest), kept apart from the live alerts: the alerts columns plus run_id. A re-run with the same id replaces its rows.';
+
+CREATE TABLE IF NOT EXISTS `fundwatch`.`backtest_runs` (
+    `run_id` String COMMENT 'hash of (config, baseline, source, from, to) unless given',
+    `config_label` LowCardinality(String) COMMENT '<name>@<version> of the candidate configuration',
+    `config_version` LowCardinality(String) COMMENT 'version of the candidate configuration',
+    `baseline_label` LowCardinality(Nullable(String)) COMMENT '<name>@<version>',
+    `source` LowCardinality(String) COMMENT 'kafka or clickhouse',
+    `range_from` DateTime64(3, 'Asia/Shanghai') COMMENT 'first event time replayed (inclusive)',
+    `range_to` DateTime64(3, 'Asia/Shanghai') COMMENT 'end of the replayed event times (exclusive)',
+    `events_read` UInt64 COMMENT 'records read in the range (watermarks excluded)',
+    `events_processed` UInt64 COMMENT 'valid events judged',
+    `events_invalid` UInt64 COMMENT 'undecodable or invalid events, skipped',
+    `alerts` UInt64 COMMENT 'alerts of the candidate configuration',
+    `baseline_alerts` UInt64 COMMENT 'alerts of the baseline configuration',
+    `started_at` DateTime64(3, 'Asia/Shanghai') COMMENT 'wall clock',
+    `finished_at` DateTime64(3, 'Asia/Shanghai') COMMENT 'wall clock',
+    `elapsed_s` Float64,
+    `events_per_s` Float64,
+    `metrics` String COMMENT 'JSON: per-detector comparison, counts by reason'
+)
+ENGINE = ReplacingMergeTree
+ORDER BY run_id
+COMMENT 'One row per backtest run: configuration, input range, counts, speed and the comparison with labels and the baseline (metrics, JSON).';
+
 CREATE TABLE IF NOT EXISTS `fundwatch`.`person_vault` (
     `pseudonym` String COMMENT 'the keyed HMAC pseudonym stored in the other tables',
     `ciphertext` String COMMENT 'v1: base64(nonce + AES-256-GCM of the person id)',
@@ -588,6 +637,10 @@ GRANT SELECT ON `fundwatch`.`sim_labels` TO fundwatch_analyst;
 
 GRANT SELECT ON `fundwatch`.`reviews` TO fundwatch_analyst;
 
+GRANT SELECT ON `fundwatch`.`backtest_alerts` TO fundwatch_analyst;
+
+GRANT SELECT ON `fundwatch`.`backtest_runs` TO fundwatch_analyst;
+
 GRANT SELECT ON `fundwatch`.`region_daily` TO fundwatch_analyst;
 
 GRANT SELECT ON `fundwatch`.`alerts_by_detector_region_today` TO fundwatch_analyst;
@@ -620,6 +673,10 @@ GRANT INSERT ON `fundwatch`.`sim_labels` TO fundwatch_writer;
 
 GRANT INSERT ON `fundwatch`.`reviews` TO fundwatch_writer;
 
+GRANT INSERT ON `fundwatch`.`backtest_alerts` TO fundwatch_writer;
+
+GRANT INSERT ON `fundwatch`.`backtest_runs` TO fundwatch_writer;
+
 GRANT INSERT ON `fundwatch`.`person_vault` TO fundwatch_writer;
 
 GRANT SELECT ON `fundwatch`.`settlements` TO fundwatch_writer;
@@ -637,6 +694,10 @@ GRANT SELECT ON `fundwatch`.`institution_hourly` TO fundwatch_writer;
 GRANT SELECT ON `fundwatch`.`sim_labels` TO fundwatch_writer;
 
 GRANT SELECT ON `fundwatch`.`reviews` TO fundwatch_writer;
+
+GRANT SELECT ON `fundwatch`.`backtest_alerts` TO fundwatch_writer;
+
+GRANT SELECT ON `fundwatch`.`backtest_runs` TO fundwatch_writer;
 
 GRANT SELECT ON `fundwatch`.`dead_letters` TO fundwatch_reidentifier;
 

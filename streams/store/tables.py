@@ -316,6 +316,46 @@ REVIEWS = Table(
     checks=(("known_outcome", "outcome IN ('confirmed', 'rejected')"),),
 )
 
+BACKTEST_ALERTS = Table(
+    name="backtest_alerts",
+    comment="Alerts of backtest runs (fundwatch backtest), kept apart from the live alerts: the "
+    "alerts columns plus run_id. A re-run with the same id replaces its rows.",
+    columns=(
+        Column("run_id", "String", "backtest run (backtest_runs.run_id)"),
+        *ALERTS.columns,
+    ),
+    order_by="(run_id, alert_id)",
+    shard_key="cityHash64(run_id, alert_id)",
+)
+
+BACKTEST_RUNS = Table(
+    name="backtest_runs",
+    comment="One row per backtest run: configuration, input range, counts, speed and the "
+    "comparison with labels and the baseline (metrics, JSON).",
+    columns=(
+        Column("run_id", "String", "hash of (config, baseline, source, from, to) unless given"),
+        Column("config_label", LC, "<name>@<version> of the candidate configuration"),
+        Column("config_version", LC, "version of the candidate configuration"),
+        Column("baseline_label", "LowCardinality(Nullable(String))", "<name>@<version>"),
+        Column("source", LC, "kafka or clickhouse"),
+        Column("range_from", TS, "first event time replayed (inclusive)"),
+        Column("range_to", TS, "end of the replayed event times (exclusive)"),
+        Column("events_read", "UInt64", "records read in the range (watermarks excluded)"),
+        Column("events_processed", "UInt64", "valid events judged"),
+        Column("events_invalid", "UInt64", "undecodable or invalid events, skipped"),
+        Column("alerts", "UInt64", "alerts of the candidate configuration"),
+        Column("baseline_alerts", "UInt64", "alerts of the baseline configuration"),
+        Column("started_at", TS, "wall clock"),
+        Column("finished_at", TS, "wall clock"),
+        Column("elapsed_s", "Float64"),
+        Column("events_per_s", "Float64"),
+        Column("metrics", "String", "JSON: per-detector comparison, counts by reason"),
+    ),
+    order_by="run_id",
+    shard_key="cityHash64(run_id)",
+    partition_by=None,
+)
+
 PERSON_VAULT = Table(
     name="person_vault",
     comment="Privileged: person pseudonym -> person id encrypted with FUNDWATCH_REIDENTIFY_KEY. "
@@ -340,6 +380,8 @@ TABLES: tuple[Table, ...] = (
     DEAD_LETTERS,
     SIM_LABELS,
     REVIEWS,
+    BACKTEST_ALERTS,
+    BACKTEST_RUNS,
     PERSON_VAULT,
 )
 BY_NAME = {t.name: t for t in TABLES}

@@ -31,5 +31,6 @@ def test_every_table_orders_by_its_id() -> None:
            "face_verifications": "event_id", "alerts": "alert_id", "reviews": "review_id",
            "institution_hourly": "hour_start", "dead_letters": "dead_letter_id",
            "sim_labels": "label_id", "person_vault": "pseudonym"}  # fmt: skip
+    ids.update(backtest_alerts="alert_id", backtest_runs="run_id")
     for table in TABLES:
         assert ids[table.name] in table.order_by
