@@ -197,5 +197,25 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-BY_ID: dict[str, Scenario] = {s.id: s for s in SCENARIOS}
-DETECTOR_IDS: frozenset[str] = frozenset(s.detector_id for s in SCENARIOS)
+MODELS: tuple[Scenario, ...] = (
+    Scenario(
+        "settlement_anomaly",
+        "结算异常评分",
+        "settlement_anomaly",
+        "suspicious",
+        "person",
+        "multivariate online anomaly score of a settlement and its person's recent history",
+    ),
+    Scenario(
+        "doctor_profile",
+        "医师画像",
+        "doctor_profile",
+        "suspicious",
+        "doctor",
+        "a doctor's daily profile vs doctors of the same institution type and level",
+    ),
+)
+"""Online models (models/online) that no simulator scenario injects: detector ids, no labels."""
+
+BY_ID: dict[str, Scenario] = {s.id: s for s in (*SCENARIOS, *MODELS)}
+DETECTOR_IDS: frozenset[str] = frozenset(s.detector_id for s in (*SCENARIOS, *MODELS))

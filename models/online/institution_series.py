@@ -47,9 +47,12 @@ class CostGrowth(ModelDetector):
     a learned model (river's SNARIMAX, HalfSpaceTrees) would have too few points per key; a
     count model with an explicit spread is stable from a few days on and explains itself.
 
-    Fires (once per **7** days per institution, after a warm-up of **5** days of history) on a
-    **spike** — a day whose largest score is **>= 4.0** — or a **level shift** — the CUSUM
-    `S = max(0, S + score - 1.0)` reaching **4.0** (a few days of moderately raised activity).
+    Fires, after a warm-up of **5** days of history, on a **spike** — a day whose largest score
+    is **>= 4.0** (at most one per **7** days) — or a **level shift** — the CUSUM
+    `S = max(0, S + min(score, 4.0) - 1.0)` reaching **4.0** (a few days of moderately raised
+    activity; then nothing for 7 days). A spike restarts the CUSUM, so a shift right after a
+    spike (the first day of a shift often is one) is still reported, as "持续偏高" since its
+    first day.
     The explanation names the features that drove the score (z >= 2), with the figures.
     Evidence: the settlements of the day (and of the day the shift started). Money at risk: the
     fund payout over its baseline. Limit: hours are not scored (too sparse per institution).
@@ -177,23 +180,29 @@ class CostGrowth(ModelDetector):
             for f in ("n", "amt", "fund")
         }
         score = max(z.values())
+        last_spike, last_shift = state.get("f") or [None, None]
+        if last_shift is not None and day - last_shift < p.cooldown_days:
+            state["s"] = [0.0, None, []]  # a shift alerted: start counting after the cooldown
+            return None
         s, since, since_ids = state["s"]
-        s_new = max(0.0, s + score - p.cusum_k)
-        if s_new > 0 and s == 0:
-            since, since_ids = day, row[_IDS][:25]
-        elif s_new == 0:
-            since, since_ids = None, []
-        state["s"] = [s_new, since, since_ids]
-        last = state.get("f")
-        if last is not None and day - last < p.cooldown_days:
-            state["s"] = [0.0, None, []]  # an alerted episode: start counting after the cooldown
-            return None
-        spike = score >= p.spike_z
-        shift = s_new >= p.cusum_h
-        if not (spike or shift):
-            return None
-        state["f"] = day
-        state["s"] = [0.0, None, []]
+        shift, cusum = False, 0.0
+        if score >= p.spike_z and (last_spike is None or day - last_spike >= p.cooldown_days):
+            # a spike is reported alone and restarts the shift detector, so a spike (true or
+            # not) never hides a shift that follows it
+            state["f"] = [day, last_shift]
+            state["s"] = [0.0, None, []]
+        else:
+            s_new = max(0.0, s + min(score, p.spike_z) - p.cusum_k)
+            if s_new > 0 and s == 0:
+                since, since_ids = day, row[_IDS][:25]
+            elif s_new == 0:
+                since, since_ids = None, []
+            state["s"] = [s_new, since, since_ids]
+            if s_new < p.cusum_h:
+                return None
+            shift, cusum = True, s_new
+            state["f"] = [last_spike, day]
+            state["s"] = [0.0, None, []]
         parts = []
         for f, name, unit in _FEATURES:
             if f == "n" or z[f] >= 2.0:
@@ -203,13 +212,13 @@ class CostGrowth(ModelDetector):
                     f"(基线{shown(base[f])}{unit},z={z[f]:.1f})"
                 )
         share = row[_FUND] / row[_AMT] if row[_AMT] > 0 else 0.0
-        if spike:
+        if not shift:
             why = f"单日突增(阈值z={p.spike_z:g})"
             evidence = row[_IDS]
         else:
             why = (
                 f"自{fmt_local(day_end(since) - DAY_MS)[:10]}起持续偏高"
-                f"(CUSUM={s_new:.1f},阈值{p.cusum_h:g})"
+                f"(CUSUM={cusum:.1f},阈值{p.cusum_h:g})"
             )
             evidence = [*since_ids, *row[_IDS]]
         return make_alert(

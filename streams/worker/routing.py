@@ -48,6 +48,8 @@ STAGE_OF_DETECTOR: dict[str, str] = {
     # sample of every institution (models/online/peers.py says why)
     "cost_growth": "institution",
     "peer_deviation": "person",
+    "settlement_anomaly": "person",
+    "doctor_profile": "institution",  # keyed by peer group: the doctor stage has one key a record
 }
 
 # source topic role -> stages whose detectors process its records

@@ -13,6 +13,9 @@ MODULES = [
     "models.online.common",
     "models.online.institution_series",
     "models.online.peers",
+    "models.online.hst",
+    "models.online.settlement_score",
+    "models.online.doctor_profile",
 ]
 
 
@@ -27,3 +30,4 @@ def test_every_model_documents_a_firing_example() -> None:
         doc = cls.__doc__ or ""
         assert ">>>" in doc and f"[{cls.id}]" in doc, cls.__name__
         assert cls.__module__ in MODULES, cls.__module__
+        assert cls.__doc__ is not None
