@@ -8,11 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from streams.config import Settings
+from tests.kafka_helpers import encoded, produce
+from tests.records import alert
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +27,10 @@ def _env(data_dir: Path, settings: Settings | None = None) -> dict[str, str]:
     env["FUNDWATCH_DATA_DIR"] = str(data_dir)
     if settings is not None:
         env["FUNDWATCH_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-        env["FUNDWATCH_TOPICS__REVIEWS__NAME"] = settings.topics.reviews.name
+        env["FUNDWATCH_CONSUMER_GROUP"] = settings.consumer_group
+        env["FUNDWATCH_VALIDATE_WALL_CLOCK"] = "false"
+        for role, spec in settings.topics:
+            env[f"FUNDWATCH_TOPICS__{role.upper()}__NAME"] = spec.name
     return env
 
 
@@ -72,3 +78,45 @@ def test_review_of_a_stored_alert_is_produced_and_stored(isolated_settings, tmp_
     assert [json.loads(line) for line in rows.stdout.splitlines()] == [
         {"outcome": "confirmed", "reviewer": "analyst01", "note": "病历核实", "reviews": 1}
     ]
+
+
+def _poll(sql: str, env: dict[str, str], until: int, timeout_s: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = _run("-m", "streams.cli", "query", "--format", "json", sql, env=env)
+        assert out.returncode == 0, out.stderr
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        if len(rows) >= until or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_review_while_a_sink_holds_the_store_goes_through_it(isolated_settings, tmp_path) -> None:
+    env = _env(tmp_path, isolated_settings)
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "sink"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        owner = tmp_path / "clickhouse.owner.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "query_port" not in (
+            owner.read_text() if owner.exists() else ""
+        ):
+            time.sleep(0.2)
+        produce(isolated_settings, "alerts", encoded("Alert", [alert(alert_id=ALERT)], "entity_id"))
+        stored = _poll("SELECT alert_id, confirm_score FROM alerts", env, until=1)
+        assert stored == [{"alert_id": ALERT, "confirm_score": pytest.approx(0.4)}]
+
+        args = ("-m", "streams.cli", "review", ALERT, "rejected", "--reviewer", "analyst02")
+        out = _run(*args, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "not inserted directly: the store is held by process" in out.stdout
+        rows = _poll("SELECT outcome, reviewer FROM alert_outcomes", env, until=1)
+        assert rows == [{"outcome": "rejected", "reviewer": "analyst02"}]  # stored by the sink
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    assert sink.returncode == 0, sink.stderr.read()[-2000:]
+    assert (tmp_path / "models" / "ranker.pkl").exists()  # the sink learnt the review
