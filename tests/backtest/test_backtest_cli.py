@@ -7,6 +7,7 @@ import pytest
 from streams.backtest.cli import run_from_args
 from streams.cli import build_parser
 from streams.config import Settings
+from streams.store.client import Store
 
 
 def test_arguments_parse() -> None:
@@ -46,3 +47,17 @@ def test_a_store_held_by_another_owner_fails_with_what_to_do(
     err = " ".join(capsys.readouterr().err.split())
     assert "in use by process" in err
     assert "FUNDWATCH_CLICKHOUSE_URL" in err
+
+
+@pytest.mark.integration
+def test_the_latest_review_of_an_alert_decides(store: Store) -> None:
+    from streams.backtest.run import load_reviews
+
+    assert load_reviews(store) == {}
+    rows = [
+        ("r1", "a1", "card_burst", "confirmed", "analyst1", 1_000, "", 0, 0, 1, 1_000),
+        ("r2", "a1", "card_burst", "rejected", "analyst2", 2_000, "appeal", 0, 1, 1, 2_000),
+        ("r3", "a2", "card_burst", "confirmed", "analyst1", 1_500, "", 0, 2, 1, 1_500),
+    ]
+    store.insert_rows("reviews", rows)
+    assert load_reviews(store) == {"a1": "rejected", "a2": "confirmed"}
