@@ -30,8 +30,7 @@ def _env(kafka_settings: Settings, data_dir: Path) -> dict[str, str]:
     env["FUNDWATCH_CONSUMER_GROUP"] = f"cli-e2e-{suffix}"
     env["FUNDWATCH_WORKER_APP_ID"] = f"cli-e2e-worker-{suffix}"
     env["FUNDWATCH_LOCAL_KAFKA_PORT"] = str(kafka_settings.local_kafka_port)
-    for role in ("settlement", "trace_scan", "face_verify", "alerts", "aggregates",
-                 "dead_letters", "sim_labels", "by_institution", "by_doctor"):  # fmt: skip
+    for role in type(kafka_settings.topics).model_fields:  # every topic: this test's own
         name = getattr(kafka_settings.topics, role).name
         env[f"FUNDWATCH_TOPICS__{role.upper()}__NAME"] = f"{name}-{suffix}"
     return env

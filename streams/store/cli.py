@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from streams.config import Settings
 from streams.store.query import FORMATS, QueryError, render, run_query
@@ -18,9 +19,14 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="output format (default: table on a terminal, tsv otherwise)",
     )
+    from streams.store.tables import TABLES, VIEWS
+
+    tables = ", ".join(t.name for t in TABLES if t.name != "person_vault")  # privileged only
+    views = ", ".join(v.name for v in VIEWS)
     parser.epilog = (
-        "Tables: settlements, settlement_items, trace_scans, face_verifications, alerts,\n"
-        "dead_letters, sim_labels (in the configured database, default `fundwatch`).\n"
+        f"Tables: {textwrap.fill(tables, 76, subsequent_indent='  ')}\n"
+        f"Views: {textwrap.fill(views, 76, subsequent_indent='  ')}\n"
+        "(in the configured database, default `fundwatch`).\n"
         "Rows are deduplicated at merge time: add FINAL for exact counts.\n"
         "While `fundwatch run` or `fundwatch sink` holds the embedded store, the query is\n"
         "sent to that process."
