@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from streams.config import Settings, Topics
 from streams.simulator import SimConfig, Simulation
 from streams.simulator.events import SimRecord
@@ -77,6 +79,15 @@ class KillableWorkerRun(WorkerRun):
 
     def full_log(self) -> str:
         return (self.tmp / "worker.log").read_text(errors="replace")
+
+    def committed(self) -> int:
+        """The group's committed offsets summed, -1 while the broker cannot tell (a restarted
+        broker answers NOT_COORDINATOR until it has loaded the group)."""
+        assert self.worker is not None
+        try:
+            return self.worker.progress()[0]
+        except KafkaException:
+            return -1
 
 
 def rss_kib(pid: int) -> int:
