@@ -287,6 +287,7 @@ def clickhouse_records(
     stats: SourceStats,
     on_read: Callable[[int], None] | None = None,
     codec: Codec | None = None,
+    chunk_ms: int = 86_400_000,
 ) -> Input:
     """Input records rebuilt from the raw tables (`FINAL`: one row per event id), for history
     past Kafka's retention: the reverse of `streams/sink/rows.py`, re-encoded as the topics
@@ -307,15 +308,31 @@ def clickhouse_records(
     ]  # fmt: skip
     topics = {role: getattr(settings.topics, role).name for role in INPUT_ROLES}
     partitions = max(getattr(settings.topics, role).partitions for role in INPUT_ROLES)
-    streams = []
-    for role, sql, build in specs:
-        rows = store.query_rows(sql, params)
-        stats.total += len(rows)
-        if rows:
-            partitions = max(partitions, 1 + max(int(r[-2]) for r in rows))
-        streams.append(_rows_to_records(role, topics[role], rows, build, stats, on_read, codec))
-    merged = heapq.merge(*streams, key=lambda item: item[0])
-    return Input((rec for _, rec in merged), partitions, topics)
+    for table in ("settlements", "trace_scans", "face_verifications"):
+        n, top = store.query_rows(
+            f"SELECT count(), max(source_partition) FROM {db}.{table} FINAL "
+            "WHERE event_time >= fromUnixTimestamp64Milli({f:Int64}) "
+            "AND event_time < fromUnixTimestamp64Milli({u:Int64})",
+            params,
+        )[0]
+        stats.total += int(n)
+        if n:
+            partitions = max(partitions, int(top) + 1)
+
+    def records() -> Iterator[SourceRecord]:
+        # a day at a time: memory stays bounded over years of history
+        for start in range(from_ms, to_ms, chunk_ms):
+            chunk = {"f": start, "u": min(start + chunk_ms, to_ms)}
+            streams = [
+                _rows_to_records(
+                    role, topics[role], store.query_rows(sql, chunk), build, stats, on_read, codec
+                )
+                for role, sql, build in specs
+            ]
+            for _, rec in heapq.merge(*streams, key=lambda item: item[0]):
+                yield rec
+
+    return Input(records(), partitions, topics)
 
 
 def _rows_to_records(
