@@ -103,6 +103,11 @@ def test_producer_worker_and_sink_ride_out_a_broker_restart(
     assert _count(store, "face_verifications") == expected["face_verify"]
     got = run.alerts()
     assert _count(store, "alerts") == len({a["alert_id"] for a in got})
+    dead = store.query_rows(
+        f"SELECT stage, reason_code, count() FROM `{store.database}`.dead_letters FINAL "
+        "GROUP BY ALL"
+    )
+    assert not dead, dead  # the simulator's events are all valid: a restart corrupts nothing
 
     reference = KillableWorkerRun(world.settings, world.inputs, tmp_path, "ref")
     reference.start(world.registry)
