@@ -86,7 +86,8 @@ class CostGrowth(ModelDetector):
     def process(self, event: Event, state: State | None, watermark_ms: int, key: str) -> Result:
         t = event["event_time"]
         day = local_day_of(t)
-        if day_end(day) <= watermark_ms and state is not None and day <= state.get("c", -1):
+        closed = state.get("c") if state is not None else None
+        if closed is not None and day <= closed:
             return NO_ALERTS, state  # its day is already scored: too late to count
         state = dict(state) if state is not None else {"h": [], "c": None, "s": [0.0, None, []]}
         opened = dict(state.get("o", {}))

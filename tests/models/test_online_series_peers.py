@@ -188,3 +188,16 @@ def test_peers_are_grouped_by_city_type_and_level() -> None:
     keys = {det.keys(visit(0, 100, institution=i))[0] for i in (f.PHARM, f.PHARM2, CLINIC)}
     assert keys == {"4403|PHARMACY|0", "4403|HOSPITAL|2"}
     assert det.keys(f.reversal(visit(0, 100), 60_000)) == []
+
+
+def test_a_late_event_of_a_day_already_scored_is_left_out() -> None:
+    det = CostGrowth()
+    first = visit(f.at(0, 9), 5000)
+    _, state = det.process(first, None, 0, CLINIC)
+    late = visit(f.at(0, 10), 5000)
+    _, same = det.process(late, state, f.at(3), CLINIC)  # day 0 not scored yet: counted
+    assert same is not None and same["o"][str((f.at(0) + 8 * f.HOUR) // f.DAY)][0] == 2
+    _, scored = det.expire(same, f.at(1), CLINIC)
+    assert scored is not None
+    _, after = det.process(visit(f.at(0, 11), 5000), scored, f.at(1), CLINIC)
+    assert after == scored
