@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 QUICK = {"preset": "tiny", "days": 14, "rate_seconds": 30.0, "max_events": 20_000}
 PROFILE_EVENTS = 100_000  # a profile needs proportions, not the whole world
-FULL = {"preset": "city", "days": 1, "rate_seconds": 60.0, "max_events": 200_000}
+FULL = {"preset": "city", "days": 1, "rate_seconds": 60.0, "max_events": 100_000}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-events",
         type=int,
         default=None,
-        help="events of the max-rate live phase (default 200,000; quick 20,000)",
+        help="events of the max-rate live phase (default 100,000; quick 20,000)",
     )
     parser.add_argument("--no-live", action="store_true", help="in-process paths only")
     parser.add_argument(

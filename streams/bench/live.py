@@ -193,11 +193,15 @@ class CommitMonitor(threading.Thread):
 def throughput(samples: list[tuple[float, int]], total: int, t_start: float) -> tuple[float, float]:
     """(records/s, seconds to drain) from commit samples: between the first sample with a
     commit and the first with every record committed (commit points at both ends, so the
-    worker's start-up and commit interval do not count); falls back to start -> end."""
+    worker's start-up and commit interval do not count); falls back to start -> end. A worker
+    that never caught up (the phase timed out) gives the rate up to its last sample and a
+    drain time of 0."""
     first = next(((t, c) for t, c in samples if c > 0), None)
     last = next(((t, c) for t, c in samples if c >= total), None)
     if last is None:
-        return 0.0, 0.0
+        if first is None or samples[-1][0] <= first[0]:
+            return 0.0, 0.0
+        return (samples[-1][1] - first[1]) / (samples[-1][0] - first[0]), 0.0
     drain = last[0] - t_start
     if first is not None and last[0] - first[0] > 0.5 and last[1] > first[1]:
         return (last[1] - first[1]) / (last[0] - first[0]), drain

@@ -66,7 +66,9 @@ def test_throughput_counts_between_commit_points() -> None:
     rps, drain = throughput(samples, 5000, 0.0)
     assert rps == pytest.approx(2000.0)
     assert drain == pytest.approx(4.0)
-    assert throughput([(1.0, 10)], 5000, 0.0) == (0.0, 0.0)  # never caught up
+    assert throughput([(1.0, 10)], 5000, 0.0) == (0.0, 0.0)  # one sample, never caught up
+    partial = throughput([(1.0, 100), (3.0, 500)], 5000, 0.0)  # timed out: the rate so far
+    assert partial == (pytest.approx(200.0), 0.0)
     rps, drain = throughput([(0.2, 0), (2.0, 5000)], 5000, 0.0)  # one commit: start -> end
     assert rps == pytest.approx(2500.0) and drain == pytest.approx(2.0)
 
