@@ -192,9 +192,20 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             DetectorSet(ip.all_detectors(workload.registry)),
         )
         result["replay_eps"] = rep.eps
-        result["replay_note"] = "in-process replay (the backtest command is not built yet)"
+        result["replay_note"] = (
+            "in-process replay: read + decode + DetectorSet in one loop (streams/replay.py)"
+        )
         result["replay_alerts"] = len(rep.alerts)
         say(f"replay: {rep.eps:,.0f} ev/s ({len(rep.alerts)} alerts)")
+
+        engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
+        if engine is not None:
+            result["backtest_eps"] = engine.eps
+            result["backtest_note"] = (
+                "fundwatch backtest's judging loop (Kafka read + the worker's batch logic "
+                "in-process, the configured rules), without its store writes"
+            )
+            say(f"backtest engine: {engine.eps:,.0f} ev/s ({engine.alerts} alerts)")
 
         if args.profile:
             say("profiling the detectors and the worker logic (pyinstrument)...")
@@ -233,7 +244,13 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     floor_eps = result["floor_eps"]
     result["vs_floor"] = {
         k: ratio(result.get(k), floor_eps)
-        for k in ("detectors_eps", "processor_eps", "replay_eps", "live_eps_per_worker")
+        for k in (
+            "detectors_eps",
+            "processor_eps",
+            "replay_eps",
+            "backtest_eps",
+            "live_eps_per_worker",
+        )
     }
     result["elapsed_s"] = time.monotonic() - started
     result["loadavg_end"] = _loadavg()

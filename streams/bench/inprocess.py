@@ -350,3 +350,35 @@ def run_processor(
     return ProcessorResult(
         events, proc.stats.batches, elapsed, written, writes, alerts, dict(proc.stats.alerts), cpu
     )
+
+
+# -- the backtest engine ----------------------------------------------------------------------
+@dataclass
+class BacktestEngineResult:
+    events: int
+    elapsed_s: float
+    alerts: int
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngineResult | None:
+    """The judging loop of `fundwatch backtest` (`streams.backtest.run`: a Kafka read of the whole
+    range, the worker's batch logic in-process over the configured rules), without its store
+    writes and comparisons. None if this checkout has no backtest."""
+    try:
+        from models.rules.config import load_rule_config
+        from streams.backtest.run import Replica, judge
+        from streams.backtest.sources import SourceStats, kafka_records
+    except ImportError:
+        return None
+    rules = load_rule_config(settings.rules_config)
+    source = kafka_records(settings, 0, 2**62, SourceStats())
+    replica = Replica(rules, registry, settings, source.partitions, 0)
+    t0 = time.perf_counter()
+    judge(source, [replica], 2**62)
+    elapsed = time.perf_counter() - t0
+    events = sum(replica.proc.stats.processed[r] for r in INPUT_ROLES)
+    return BacktestEngineResult(events, elapsed, len(replica.alerts))
