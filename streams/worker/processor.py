@@ -459,7 +459,9 @@ class BatchProcessor:
             held.pending -= 1
             if held.pending == 0:
                 batch.done.append(rec.ref)
-                self._held_offsets[(rec.topic, rec.partition)].discard(rec.offset)
+                held_offsets = self._held_offsets.get((rec.topic, rec.partition))
+                if held_offsets is not None:
+                    held_offsets.discard(rec.offset)
                 if not held.failed:
                     self.stats.processed[rec.role] += 1
         wm = frontier - self.lateness
@@ -471,8 +473,12 @@ class BatchProcessor:
         return sum(len(b) for b in self.buffers.values())
 
     def assigned(self, topic: str, partition: int) -> None:
-        """A partition (re)starts from its committed offset: nothing of it is held any more."""
-        self._held_offsets.pop((topic, partition), None)
+        """A partition is assigned. faust passes the whole new assignment, including the
+        partitions this worker keeps: their held records are still in the reorder buffers and
+        must keep blocking commits. Only a partition that was revoked (or never opened)
+        restarts from its committed offset with nothing held."""
+        if partition not in self.stores:
+            self._held_offsets.pop((topic, partition), None)
 
     def lowest_held(self, topic: str, partition: int) -> int | None:
         """The lowest offset of a record not yet done: nothing at or past it may be committed."""

@@ -24,7 +24,8 @@ from streams.simulator.config import parse_start
 from streams.worker.processor import BatchProcessor, SourceRecord
 
 PARTITIONS = 4
-ROLES = ("settlement", "face_verify", "trace_scan", "by_institution", "by_doctor")
+INPUTS = ("settlement", "face_verify", "trace_scan")
+ROLES = (*INPUTS, "by_institution", "by_doctor")
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Consumer:
 
     log: Log
     committed: dict[tuple[str, int], int]
+    owned: set[int] = field(default_factory=lambda: set(range(PARTITIONS)))
+    fast: set[int] = field(default_factory=set)  # input partitions read 10x faster
     position: dict[tuple[str, int], int] = field(default_factory=dict)
     acked: dict[tuple[str, int], set[int]] = field(default_factory=lambda: defaultdict(set))
 
@@ -56,13 +59,14 @@ class Consumer:
     def poll(self, per_partition: int) -> list[SourceRecord]:
         out = []
         for role in ROLES:
-            for p in range(PARTITIONS):
+            for p in sorted(self.owned):
                 src = (role, p)
                 pos, log = self.position.get(src, 0), self.log.records[src]
-                for offset in range(pos, min(pos + per_partition, len(log))):
+                n = per_partition * (10 if p in self.fast and role in INPUTS else 1)
+                for offset in range(pos, min(pos + n, len(log))):
                     key, value, ts = log[offset]
                     out.append(SourceRecord(role, role, p, offset, key, value, ts, (src, offset)))
-                self.position[src] = min(pos + per_partition, len(log))
+                self.position[src] = min(pos + n, len(log))
         return out
 
     def ack(self, refs: list[Any]) -> None:
@@ -147,6 +151,51 @@ def run(
     return alerts, judged
 
 
+def run_pair(
+    log: Log,
+    handover_at: int,
+    moved: set[int],
+    per_partition: int = 40,
+    fast: frozenset = frozenset(),
+) -> set[str]:
+    """Two workers of one group: the second joins after `handover_at` batches and takes the
+    partitions `moved`, which continue from their committed offsets, state and checkpoint."""
+    table: dict[str, Any] = {}
+    committed: dict[tuple[str, int], int] = {}
+    alerts: set[str] = set()
+    workers = [(new_processor(table), Consumer(log, committed, fast=set(fast)))]
+    batch_no = idle = 0
+    while idle < 3:
+        polled = 0
+        for proc, consumer in workers:
+            records = consumer.poll(per_partition)
+            polled += len(records)
+            batch = proc.process(records)
+            for rec in batch.out:
+                if rec.role in ("by_institution", "by_doctor"):
+                    log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
+            alerts.update(a.alert_id for a in batch.alerts)
+            for _, key, state in proc.dirty_state():
+                if state is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = state
+            consumer.ack(batch.done)
+        batch_no += 1
+        if batch_no == handover_at:  # a rebalance at a batch boundary, as faust-streaming
+            first, consumer = workers[0]  # does it: the lost partitions are revoked, then the
+            for partition in moved:  # whole new assignment is announced, kept ones included
+                first.drop_partition(partition)
+            consumer.owned -= moved
+            for role in ROLES:
+                for partition in consumer.owned:
+                    first.assigned(role, partition)
+            joined = Consumer(log, committed, owned=set(moved), fast=set(fast))
+            workers.append((new_processor(table), joined))
+        idle = idle + 1 if not polled else 0
+    return alerts
+
+
 @pytest.fixture(scope="module")
 def reference() -> tuple[set[str], int]:
     return run(make_log(), set())
@@ -174,3 +223,10 @@ def test_a_kill_before_the_state_write_re_judges_with_the_same_alerts(
     alerts, judged = run(make_log(), crashes, before_state=True)
     assert alerts == reference[0]
     assert judged >= reference[1]  # the lost batch is judged again
+
+
+@pytest.mark.parametrize(("handover_at", "moved"), [(8, {0, 1}), (30, {2}), (60, {0, 1, 2, 3})])
+def test_partitions_moved_to_another_worker_raise_the_same_alerts(
+    reference: tuple[set[str], int], handover_at: int, moved: set[int]
+) -> None:
+    assert run_pair(make_log(), handover_at, moved) == reference[0]
