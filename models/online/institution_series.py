@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ class CostGrowthParams(Params):
     cooldown_days: int = 7
     """No second alert for an institution within this many days of the last one."""
     max_evidence: int = 20
-    """Settlement ids kept per day as evidence."""
+    """Settlement ids of a day given as evidence (an open day keeps all its ids: a settlement
+    re-delivered through the repartition topic is counted once)."""
 
 
 class CostGrowth(ModelDetector):
@@ -93,13 +95,16 @@ class CostGrowth(ModelDetector):
         opened = dict(state.get("o", {}))
         row = opened.get(str(day))
         row = [0, 0, 0, 0.0, [], "", 0] if row is None else [*row[:4], list(row[4]), *row[5:]]
+        ids, eid = row[_IDS], event["event_id"]
+        at = bisect_left(ids, eid)
+        if at < len(ids) and ids[at] == eid:
+            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
+        ids.insert(at, eid)
         amount, fund = int(event["total_fen"]), int(event["fund_paid_fen"])
         row[_N] += 1
         row[_AMT] += amount
         row[_FUND] += fund
         row[_SSQ] += float(amount) * amount
-        if len(row[_IDS]) < self.params.max_evidence:
-            row[_IDS].append(event["event_id"])
         if t >= row[_LAST_T]:
             row[_LAST], row[_LAST_T] = event["event_id"], t
         opened[str(day)] = row
@@ -195,7 +200,7 @@ class CostGrowth(ModelDetector):
         else:
             s_new = max(0.0, s + min(score, p.spike_z) - p.cusum_k)
             if s_new > 0 and s == 0:
-                since, since_ids = day, row[_IDS][:25]
+                since, since_ids = day, row[_IDS][: p.max_evidence]
             elif s_new == 0:
                 since, since_ids = None, []
             state["s"] = [s_new, since, since_ids]
@@ -215,13 +220,13 @@ class CostGrowth(ModelDetector):
         share = row[_FUND] / row[_AMT] if row[_AMT] > 0 else 0.0
         if not shift:
             why = f"单日突增(阈值z={p.spike_z:g})"
-            evidence = row[_IDS]
+            evidence = row[_IDS][: p.max_evidence]
         else:
             why = (
                 f"自{fmt_local(day_end(since) - DAY_MS)[:10]}起持续偏高"
                 f"(CUSUM={cusum:.1f},阈值{p.cusum_h:g})"
             )
-            evidence = [*since_ids, *row[_IDS]]
+            evidence = [*since_ids, *row[_IDS][: p.max_evidence]]
         return make_alert(
             self,
             "institution",

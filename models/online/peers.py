@@ -20,6 +20,7 @@ which is left for later.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -64,7 +65,8 @@ class PeerParams(Params):
     cooldown_days: int = 7
     """A member alerted is quiet for this many days unless its level rises."""
     max_evidence: int = 10
-    """Settlement ids kept per member and day as evidence."""
+    """Settlement ids kept per member and judged day as evidence (an open day keeps all of
+    them: a settlement re-delivered through a repartition topic is counted once)."""
 
 
 class PeerGroupDetector(ModelDetector):
@@ -103,10 +105,13 @@ class PeerGroupDetector(ModelDetector):
         row = members.get(member)
         k = self.counters
         row = [0.0] * k + [[], "", 0] if row is None else [*row[:k], list(row[k]), *row[k + 1 :]]
+        ids, eid = row[k], event["event_id"]
+        at = bisect_left(ids, eid)
+        if at < len(ids) and ids[at] == eid:
+            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
+        ids.insert(at, eid)
         for i, c in enumerate(self.counts(event)):
             row[i] += c
-        if len(row[k]) < self.params.max_evidence:
-            row[k].append(event["event_id"])
         row[k + 1], row[k + 2] = event.get("institution_id"), event.get("region_code")
         members[member] = row
         days[str(day)] = members
@@ -132,7 +137,14 @@ class PeerGroupDetector(ModelDetector):
             alerts.extend(self._judge(key, day, days, fired))
             state["c"] = day
         last = state["c"]
-        state["d"] = {d: m for d, m in days.items() if int(d) > last - p.window_days}
+        k, keep = self.counters, p.max_evidence
+        # a judged day keeps only its evidence ids (the smallest ids: the earliest, for ids
+        # issued in time order like the simulator's)
+        state["d"] = {
+            d: m if int(d) > last else {x: [*r[:k], r[k][:keep], *r[k + 1 :]] for x, r in m.items()}
+            for d, m in days.items()
+            if int(d) > last - p.window_days
+        }
         state["f"] = {m: f for m, f in fired.items() if last - f[0] < p.cooldown_days}
         pending = [day_end(int(d)) for d in state["d"] if int(d) > last]
         state[DUE] = min(pending) if pending else day_end(last) + p.window_days * DAY_MS

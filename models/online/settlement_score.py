@@ -25,12 +25,13 @@ score into its running quantile, and the threshold is a quantile (**0.995**: abo
 per 1,000 settlements of each type).
 
 State, on the person stage (keyed by person): each person's last 30 days of settlements
-(`[time, total, institution]`, at most 64), and one shared model per partition under the key
-`__model__`: the trees' masses, the calibration histograms, running feature means/variances for
-the explanation, the model version `v` (a state of another version is discarded and the model
-warms up again). `keys()` names the person first, then the model: the person call computes the
-person's features and hands them to the model call for the same event (the runner calls a
-detector's keys one after the other for one event), so both states stay plain JSON.
+(`[time, total, institution, event id]`, at most 64; a re-delivered settlement is skipped),
+and one shared model per partition under the key `__model__`: the trees' masses, the
+calibration histograms, running feature means/variances for the explanation, the model version
+`v` (a state of another version is discarded and the model warms up again). `keys()` names the
+person first, then the model: the person call computes the person's features and hands them to
+the model call for the same event (the runner calls a detector's keys one after the other for
+one event), so both states stay plain JSON.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def settlement_features(event: Event) -> list[float]:
 
 
 def person_features(window: list[list[Any]], t: int) -> list[float]:
-    """Features 7..10 from the person's earlier settlements `[time, total, institution]`."""
+    """Features 7..10 from the person's earlier settlements `[time, total, institution, id]`."""
     day = sum(1 for w in window if t - DAY_MS <= w[0] < t)
     week = {w[2] for w in window if t - 7 * DAY_MS <= w[0] < t}
     spend = sum(max(0, w[1]) for w in window if w[0] < t)
@@ -202,10 +203,14 @@ class SettlementAnomaly(ModelDetector):
         t = event["event_time"]
         p = self.params
         past = state["w"] if state is not None else []
-        self._context = (event["event_id"], person_features(past, t))
+        eid = event["event_id"]
+        if any(w[3] == eid for w in past):  # re-delivered: neither counted nor learnt again
+            self._context = (eid, None)
+            return NO_ALERTS, state
+        self._context = (eid, person_features(past, t))
         cutoff = max(t, watermark_ms) - p.person_days * DAY_MS
         window = [w for w in past if w[0] >= cutoff]
-        window.append([t, int(event["total_fen"]), event["institution_id"]])
+        window.append([t, int(event["total_fen"]), event["institution_id"], eid])
         window.sort(key=lambda w: w[0])
         del window[: max(0, len(window) - p.max_events)]
         return NO_ALERTS, {"w": window, DUE: window[-1][0] + p.person_days * DAY_MS + 1}
@@ -214,7 +219,11 @@ class SettlementAnomaly(ModelDetector):
         p = self.params
         ctx = self._context
         self._context = None
-        person = ctx[1] if ctx is not None and ctx[0] == event["event_id"] else [0.0, 0.0, 0.0, 1.0]
+        person = [0.0, 0.0, 0.0, 1.0]
+        if ctx is not None and ctx[0] == event["event_id"]:
+            if ctx[1] is None:
+                return NO_ALERTS, state  # the person call saw this settlement before
+            person = ctx[1]
         x = settlement_features(event) + person
         if state is None or state.get("v") != self.model_version:
             state = {"v": self.model_version, "m": self.forest.new_state(), "k": 0, "c": {}}

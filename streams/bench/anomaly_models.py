@@ -49,7 +49,7 @@ def world(preset: str, days: int, seed: int) -> tuple[list[list[float]], list[st
         past = [w for w in history[e["person_id"]] if w[0] >= t - 30 * DAY_MS]
         xs.append(settlement_features(e) + person_features(past, t))
         ys.append(scenario_of.get(e["event_id"]))
-        past.append([t, e["total_fen"], e["institution_id"]])
+        past.append([t, e["total_fen"], e["institution_id"], e["event_id"]])
         history[e["person_id"]] = past[-64:]
     return xs, ys
 

@@ -201,3 +201,14 @@ def test_a_late_event_of_a_day_already_scored_is_left_out() -> None:
     assert scored is not None
     _, after = det.process(visit(f.at(0, 11), 5000), scored, f.at(1), CLINIC)
     assert after == scored
+
+
+@pytest.mark.parametrize("make", [CostGrowth, PeerDeviation], ids=lambda c: c.__name__)
+def test_a_re_delivered_settlement_is_counted_once(make: Any) -> None:
+    """A kill between the sends and the state write forwards records to the repartition topic
+    again: the copies carry the same event id."""
+    events = series(28, {16: 30}) + peer_world(3.0)
+    twice = f.by_time(events + [dict(e) for e in events[::3]])
+    once, _ = f.run(make(), f.by_time(events))
+    again, _ = f.run(make(), twice)
+    assert once and [a.to_record() for a in again] == [a.to_record() for a in once]

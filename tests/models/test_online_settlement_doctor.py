@@ -182,3 +182,15 @@ def test_doctor_profile_state_round_trips_through_json() -> None:
     plain, _ = f.run(DoctorProfile(), events)
     js, _ = f.run(DoctorProfile(), events, store=f.JsonStateStore())
     assert plain and [a.to_record() for a in js] == [a.to_record() for a in plain]
+
+
+def test_a_re_delivered_settlement_is_neither_counted_nor_learnt_again() -> None:
+    events = [*ordinary(300), outlier(f.at(8, 21))]
+    twice = f.by_time(events + [dict(e) for e in events[::4]])
+    once = anomaly_alerts(events)
+    again = anomaly_alerts(twice)
+    assert once and [a.to_record() for a in again] == [a.to_record() for a in once]
+    doctors = doctors_day((10, 30000))
+    plain, _ = f.run(DoctorProfile(), doctors)
+    copies, _ = f.run(DoctorProfile(), f.by_time(doctors + [dict(e) for e in doctors[::2]]))
+    assert plain and [a.to_record() for a in copies] == [a.to_record() for a in plain]
