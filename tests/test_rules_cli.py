@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from models.detectors import DETECTOR_CLASSES
 from models.rules.config import CONFIG_DIR
 from streams.cli import main
 
@@ -26,7 +27,8 @@ def test_list_shows_every_detector_of_the_default_config(
         "cross_institution_frequency  suspicious  graded x1.5/x2  yes      window_hours=24" in out
     )
     assert "max_institutions=5" in out and "max_events" not in out  # state bounds left out
-    assert out.rstrip().endswith("19 of 19 detectors enabled")
+    n = len(DETECTOR_CLASSES)  # the 19 rules and the online models
+    assert out.rstrip().endswith(f"{n} of {n} detectors enabled")
 
 
 def test_list_follows_the_setting_and_the_option(
@@ -39,7 +41,8 @@ def test_list_follows_the_setting_and_the_option(
     quiet = tmp_path / "quiet.toml"
     quiet.write_text('version = "1"\nextends = "default"\n[card_burst]\nenabled = false\n')
     code, out, _ = run(["list", "--config", str(quiet)], capsys)
-    assert code == 0 and "18 of 19 detectors enabled" in out
+    n = len(DETECTOR_CLASSES)
+    assert code == 0 and f"{n - 1} of {n} detectors enabled" in out
     assert next(ln for ln in out.splitlines() if ln.startswith("card_burst ")).split()[4] == "no"
 
 
