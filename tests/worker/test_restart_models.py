@@ -83,3 +83,21 @@ def test_a_kill_before_the_state_write_re_judges_the_models_with_the_same_alerts
     alerts, judged = run(log, crashes, before_state=True)
     assert alerts == reference[0]
     assert judged >= reference[1]
+
+
+def test_duplicated_input_records_give_the_same_model_alerts(
+    log: restart.Log, reference: tuple[set[str], int]
+) -> None:
+    """A producer's retry delivers a record twice: the models count its settlement once."""
+    doubled = restart.Log(records=_copy(log))
+    for src, recs in list(doubled.records.items()):
+        out = []
+        for i, rec in enumerate(recs):
+            out.append(rec)
+            if rec[0] != b"__watermark__" and i % 3 == 0:
+                out.append(rec)
+        doubled.records[src] = out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(restart, "new_processor", models_processor)
+        alerts, _ = restart.run(doubled, set())
+    assert alerts == reference[0]
