@@ -22,7 +22,7 @@ def test_list_shows_every_detector_of_the_default_config(
 ) -> None:
     code, out, _ = run(["list"], capsys)
     assert code == 0
-    assert out.startswith("rule configuration default@2026.12.1 ")
+    assert out.startswith("rule configuration default@2026.12.2 ")
     assert (
         "cross_institution_frequency  suspicious  graded x1.5/x2  yes      window_hours=24" in out
     )
@@ -71,7 +71,7 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["validate", *files], capsys)
     assert code == 0 and err == ""
     assert out.splitlines() == [
-        f"{files[0]}: ok (default@2026.12.1)",
+        f"{files[0]}: ok (default@2026.12.2)",
         f"{files[1]}: ok (candidate@2026.12.2-rc1)",
     ]
 
@@ -85,7 +85,7 @@ def test_validate_prints_every_error_and_exits_1(
         "[cross_institution_frequency]\nmax_institutions = -2\n[card_burst]\nseverity_steps = 2\n"
     )
     code, out, err = run(["validate", str(CONFIG_DIR / "default.toml"), str(bad)], capsys)
-    assert code == 1 and "ok (default@2026.12.1)" in out
+    assert code == 1 and "ok (default@2026.12.2)" in out
     assert err.splitlines() == [
         f"{bad}: [cross_institution_frequency] max_institutions: expected int >= 1, got -2",
         f"{bad}: [card_burst] severity_steps: expected [number, number], got 2",

@@ -60,7 +60,7 @@ class PeerParams(Params):
     """Other members with activity needed for a peer mean."""
     min_peer_visits: int = 10
     """Settlements of the other members needed for a peer mean."""
-    min_level: int = 1
+    min_level: int = 2
     """Lowest warning level (1..3: +20 / +50 / +100 % over the peer mean) that raises an alert."""
     cooldown_days: int = 7
     """A member alerted is quiet for this many days unless its level rises."""
@@ -249,7 +249,7 @@ class PeerDeviation(PeerGroupDetector):
     per visit (次均统筹) and lines per visit (次均项目数). The largest ratio gives the warning
     level: **>= +20 %** level 1, **>= +50 %** level 2, **>= +100 %** level 3 (a boundary belongs
     to the higher level; just under it is the lower one). Fires when the level reaches
-    `min_level` (1), then again only if the level rises within **7** days. Money at risk: the
+    `min_level` (**2**: level 1 is a sensitive line, set 1 to see it), then again only if the level rises within **7** days. Money at risk: the
     fund payout over what the peers' fund per visit would have paid.
 
     >>> det = PeerDeviation()

@@ -100,12 +100,26 @@ def guard_commits(lowest_held: Callable[[str, int], int | None]) -> None:
     if getattr(original, "_fundwatch_guard", False):
         return
 
+    warned: dict[Any, float] = {}
+
     def _new_offset(self: Consumer, tp: Any) -> int | None:
         low = lowest_held(tp.topic, tp.partition)
         acked = self._acked[tp]
         if low is not None and acked and min(acked) > low:
-            return None
-        return original(self, tp)
+            return None  # a record the reorder buffer holds: by design
+        offset = original(self, tp)
+        if offset is None and acked:  # nothing held, yet faust sees a gap at the head
+            now = time.monotonic()
+            if now - warned.get(tp, -1e9) > 30:
+                warned[tp] = now
+                log.warning(
+                    "commit of %s[%d] waits for unacknowledged records: committed %s, lowest "
+                    "acknowledged %d (%d acknowledged); none is held by the reorder buffer",
+                    tp.topic, tp.partition, self._committed_offset[tp], min(acked), len(acked),
+                )  # fmt: skip
+        else:
+            warned.pop(tp, None)
+        return offset
 
     _new_offset._fundwatch_guard = True  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]

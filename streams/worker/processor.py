@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 _DELETED = object()
 NEVER = -(2**62)
 PROGRESS = "__progress__"
+DEDUP_HORIZON_MS = 60 * 60_000
+"""How far behind a stage's watermark an event id is remembered, to drop a second delivery of
+the same event (a producer's retry) instead of judging it twice. Kept in memory only: a
+duplicate whose two copies straddle a restart is judged twice (the rule detectors' windows
+ignore it; counting models may count it twice)."""
 """Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 
 
@@ -75,6 +80,7 @@ class _Held:
     event: dict[str, Any]
     pending: int
     failed: bool = False
+    duplicate: bool = False
 
 
 @dataclass
@@ -109,6 +115,7 @@ class WorkerStats:
     dead_lettered: Counter = field(default_factory=Counter)  # per reason code
     control: Counter = field(default_factory=Counter)  # watermark records per source role
     replayed: Counter = field(default_factory=Counter)  # re-delivered, judged before a restart
+    duplicates: Counter = field(default_factory=Counter)  # an event id already judged (retries)
     alerts: Counter = field(default_factory=Counter)  # per detector id
     batches: int = 0
 
@@ -191,10 +198,13 @@ class BatchProcessor:
         # checkpoint: next offset to read per source, the restored view of a previous process
         # (next offset, offsets it still held) per source, restored channel floors
         self._read_next: dict[tuple[str, int], int] = {}
-        self._restored: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+        self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
+        # per (stage, partition): event keys judged recently, and their times in release order
+        self._seen: dict[tuple[str, int], dict[tuple[str, Any], int]] = {}
+        self._seen_order: dict[tuple[str, int], deque[tuple[int, tuple[str, Any]]]] = {}
 
     # -- state ------------------------------------------------------------------------------
     def _set_for(self, stage: str, partition: int) -> DetectorSet:
@@ -256,6 +266,9 @@ class BatchProcessor:
             for key in [k for k in progress if k[1] == partition]:
                 del progress[key]
         self._forwarded_wm.pop(partition, None)
+        for stage in self.stages:
+            self._seen.pop((stage, partition), None)
+            self._seen_order.pop((stage, partition), None)
         for bookkeeping in (self._read_next, self._restored, self.floor):
             for key in [k for k in bookkeeping if k[1] == partition]:
                 del bookkeeping[key]
@@ -265,7 +278,7 @@ class BatchProcessor:
     # -- checkpoint -------------------------------------------------------------------------
     def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
         for topic, (nxt, held) in saved.get("src", {}).items():
-            self._restored[(topic, partition)] = (nxt, frozenset(held))
+            self._restored[(topic, partition)] = (nxt, set(held))
         for role, value in saved.get("ch", {}).items():
             key = (role, partition)
             if role in INPUT_ROLES:
@@ -286,19 +299,23 @@ class BatchProcessor:
         restored = self._restored.get(src)
         if restored is None:
             return False, False
-        end, held = restored
-        if rec.offset + 1 >= end:
-            del self._restored[src]  # every record of the old view has been read again
-        read = rec.offset < end
-        return read, read and rec.offset not in held
+        # Kept for as long as the partition is assigned: after a rebalance faust may deliver
+        # records of the old fetch position before it seeks back to the committed offset, so
+        # the offsets do not arrive in one ascending pass.
+        end, unread = restored
+        if rec.offset >= end:
+            return False, False
+        if rec.offset in unread:
+            unread.discard(rec.offset)  # held at the checkpoint: judged now, by this process
+            return True, False
+        return True, True
 
     def _checkpoint(self, partition: int) -> dict[str, Any]:
         """Where partition `partition` stands, consistent with the states written with it."""
         src: dict[str, list[Any]] = {}
-        for (topic, p), (end, held) in self._restored.items():
+        for (topic, p), (end, unread) in self._restored.items():
             if p == partition:
-                read = self._read_next.get((topic, p), -1)
-                src[topic] = [end, sorted(o for o in held if o >= read)]
+                src[topic] = [end, sorted(unread)]
         for (topic, p), nxt in self._read_next.items():
             if p == partition:
                 end, unread = src.get(topic, (nxt, []))
@@ -442,10 +459,18 @@ class BatchProcessor:
             return
         buf = self._buffer(stage, partition)
         ds = self._set_for(stage, partition)
+        seen = self._seen.setdefault((stage, partition), {})
+        order = self._seen_order.setdefault((stage, partition), deque())
         while buf and buf[0][0][0] < frontier:
-            _, _, held = heappop(buf)
+            (t, _, _), _, held = heappop(buf)
             rec = held.rec
-            if not held.failed:
+            key = (held.event["event_id"], held.event.get("_route"))
+            if key in seen:
+                held.duplicate = True  # the same event delivered again: judged once
+            else:
+                seen[key] = t
+                order.append((t, key))
+            if not held.failed and not held.duplicate:
                 try:
                     batch.results.extend(ds.process(held.event))
                 except Exception as exc:  # a detector bug must not stop the worker
@@ -462,11 +487,16 @@ class BatchProcessor:
                 held_offsets = self._held_offsets.get((rec.topic, rec.partition))
                 if held_offsets is not None:
                     held_offsets.discard(rec.offset)
-                if not held.failed:
+                if held.duplicate:
+                    self.stats.duplicates[rec.role] += 1
+                elif not held.failed:
                     self.stats.processed[rec.role] += 1
         wm = frontier - self.lateness
         if wm > ds.watermark_ms:
             batch.results.extend(ds.advance(wm))
+        cutoff = ds.watermark_ms - DEDUP_HORIZON_MS
+        while order and order[0][0] < cutoff:
+            seen.pop(order.popleft()[1], None)
 
     def held(self) -> int:
         """Events waiting in reorder buffers (a stage's slowest input has not passed them)."""

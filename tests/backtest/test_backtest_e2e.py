@@ -97,7 +97,7 @@ def test_backtest_reproduces_the_live_workers_alert_ids(week: dict, live: list, 
     missing = sorted({(a["detector_id"], a["alert_id"]) for a in live} - {
         (a["detector_id"], a["alert_id"]) for a in result.alerts})  # fmt: skip
     assert got == expected, (missing, len(got - expected))
-    assert {a["config_version"] for a in result.alerts} == {"default@2026.12.1"}
+    assert {a["config_version"] for a in result.alerts} == {"default@2026.12.2"}
     # stored under the run id, apart from the live alerts table
     n = store.scalar(
         f"SELECT count() FROM `{store.database}`.backtest_alerts FINAL WHERE run_id = %(r)s",
@@ -145,7 +145,7 @@ def test_candidate_loses_alerts_of_the_raised_thresholds_only(week: dict, store,
     )
     assert len(run) == 1
     label, base, source, n, nb, processed, metrics = run[0]
-    assert (label, base, source) == ("candidate@2026.12.2-rc1", "default@2026.12.1", "kafka")
+    assert (label, base, source) == ("candidate@2026.12.2-rc1", "default@2026.12.2", "kafka")
     assert (n, nb, processed) == (len(result.alerts), n_base, week["events"])
     assert json.loads(metrics)["totals"]["lost"] == sum(rows[d].lost for d in RAISED)
     html = write_html(result, tmp_path / "report.html").read_text()

@@ -157,7 +157,7 @@ def peer_world(ratio: float, days: int = 1, visits: int = 6) -> list[dict[str, A
 )
 def test_peer_levels_at_the_warning_lines(ratio: float, level: int) -> None:
     assert peer_level(ratio) == level
-    alerts, _ = f.run(PeerDeviation(), peer_world(ratio))
+    alerts, _ = f.run(PeerDeviation({"min_level": 1}), peer_world(ratio))
     if level == 0:
         assert alerts == []
         return
@@ -167,6 +167,12 @@ def test_peer_levels_at_the_warning_lines(ratio: float, level: int) -> None:
     assert f"偏离+{(ratio - 1) * 100:.0f}%" in a.explanation
     assert ("一级预警", "二级预警", "三级预警")[level - 1] in a.explanation
     assert a.evidence_event_ids[-1] == f"peer_deviation:{f.PHARM}:2025-11-17"
+
+
+def test_peer_deviation_alerts_from_level_2_by_default() -> None:
+    """Level 1 (+20 %) is a sensitive line: by default only levels 2 and 3 raise alerts."""
+    assert f.run(PeerDeviation(), peer_world(1.4999))[0] == []
+    assert [a.severity for a in f.run(PeerDeviation(), peer_world(1.5))[0]] == [2]
 
 
 def test_peer_deviation_needs_enough_visits_and_peers() -> None:
@@ -179,7 +185,7 @@ def test_peer_deviation_alerts_again_only_when_the_level_rises() -> None:
     events = peer_world(1.3, days=3)
     late = [visit(f.at(3, 9, i), 40000, institution=f.PHARM) for i in range(6)]
     late += [visit(f.at(3, 10, i), 10000, institution=f.PHARM2) for i in range(6)]
-    alerts, _ = f.run(PeerDeviation(), f.by_time(events + late))
+    alerts, _ = f.run(PeerDeviation({"min_level": 1}), f.by_time(events + late))
     assert [a.severity for a in alerts] == [1, 2]  # 7-day window: (18 x 130 + 6 x 400) / 24
 
 

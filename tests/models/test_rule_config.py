@@ -194,7 +194,7 @@ def test_alerts_carry_the_config_label() -> None:
         )
     ]
     (alert,) = fired("default", split, "split_charging")
-    assert alert.config_version == "default@2026.12.1"  # the config pins the package library
+    assert alert.config_version == "default@2026.12.2"  # the config pins the package library
 
 
 def test_detectors_built_without_a_config_are_unchanged() -> None:

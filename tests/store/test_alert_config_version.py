@@ -40,7 +40,7 @@ def test_alert_rows_record_the_config_version(store: Store) -> None:
     )
     assert got == [
         ("candidate@2026.12.2-rc1", "cross_institution_frequency", 1),
-        ("default@2026.12.1", "cross_institution_frequency", 1),
+        ("default@2026.12.2", "cross_institution_frequency", 1),
         (None, "cross_institution_frequency", 1),
     ]
     column = store.scalar(

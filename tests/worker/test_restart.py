@@ -230,3 +230,23 @@ def test_partitions_moved_to_another_worker_raise_the_same_alerts(
     reference: tuple[set[str], int], handover_at: int, moved: set[int]
 ) -> None:
     assert run_pair(make_log(), handover_at, moved) == reference[0]
+
+
+def test_duplicated_input_records_are_judged_once(reference: tuple[set[str], int]) -> None:
+    """A producer's retry delivers a record twice: the second copy is not judged again."""
+    log = make_log()
+    doubled = 0
+    for role in INPUTS:
+        for p in range(PARTITIONS):
+            src = (role, p)
+            out = []
+            for i, rec in enumerate(log.records[src]):
+                out.append(rec)
+                if rec[0] != b"__watermark__" and i % 3 == 0:
+                    out.append(rec)
+                    doubled += 1
+            log.records[src] = out
+    assert doubled > 1000
+    alerts, judged = run(log, set())
+    assert alerts == reference[0]
+    assert judged == reference[1]
