@@ -249,7 +249,8 @@ class PeerDeviation(PeerGroupDetector):
     per visit (次均统筹) and lines per visit (次均项目数). The largest ratio gives the warning
     level: **>= +20 %** level 1, **>= +50 %** level 2, **>= +100 %** level 3 (a boundary belongs
     to the higher level; just under it is the lower one). Fires when the level reaches
-    `min_level` (**2**: level 1 is a sensitive line, set 1 to see it), then again only if the level rises within **7** days. Money at risk: the
+    `min_level` (**2**: level 1 is a sensitive line, set 1 to see it), then again only if the
+    level rises within **7** days. Money at risk: the
     fund payout over what the peers' fund per visit would have paid.
 
     >>> det = PeerDeviation()
