@@ -373,9 +373,24 @@ class Sink:
         for topic, tstats in stats.get("topics", {}).items():
             lag = 0
             for pid, p in tstats.get("partitions", {}).items():
-                if pid != "-1" and p.get("consumer_lag", -1) > 0:
-                    lag += p["consumer_lag"]
+                if pid != "-1":
+                    lag += _partition_lag(p)
             self.stats.topics[topic].lag = lag
+
+
+def _partition_lag(p: dict[str, Any]) -> int:
+    """Records of an assigned partition not yet committed. librdkafka reports `consumer_lag`
+    -1 until the group has committed an offset: then everything from the log start is due."""
+    lag = p.get("consumer_lag", -1)
+    if lag >= 0:
+        return lag
+    hi = p.get("hi_offset", -1)
+    if p.get("fetch_state") != "active" or hi < 0:
+        return 0
+    start = p.get("committed_offset", -1)
+    if start < 0:
+        start = max(p.get("lo_offset", 0), 0)
+    return max(0, hi - start)
 
 
 class StoreUnavailable(RuntimeError):

@@ -262,3 +262,22 @@ def test_worker_lag_counts_held_records_but_a_stall_needs_unread_ones() -> None:
     got = _samples(registry)
     assert got[("fundwatch_worker_consumer_lag", (("topic", "settlement"),))] == 60
     assert got[("fundwatch_worker_assigned_partitions", ())] == 2
+
+
+def test_sink_lag_counts_records_before_the_first_commit() -> None:
+    """librdkafka says consumer_lag -1 until the group commits: the backlog is still lag."""
+    import json
+    from types import SimpleNamespace
+
+    from streams.sink.service import Sink, SinkStats
+
+    fake = SimpleNamespace(stats=SinkStats())
+    partitions = {
+        "0": {"consumer_lag": -1, "fetch_state": "active", "hi_offset": 500, "lo_offset": 0,
+              "committed_offset": -1001},
+        "1": {"consumer_lag": 7, "fetch_state": "active", "hi_offset": 900},
+        "2": {"consumer_lag": -1, "fetch_state": "none", "hi_offset": 300},  # not assigned
+        "-1": {"consumer_lag": -1},
+    }  # fmt: skip
+    Sink._on_kafka_stats(fake, json.dumps({"topics": {"settlement": {"partitions": partitions}}}))
+    assert fake.stats.topics["settlement"].lag == 507
