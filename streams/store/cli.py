@@ -53,7 +53,9 @@ def query_from_args(args: argparse.Namespace, settings: Settings) -> int:
         console.print(table)
         console.print(f"{len(result.rows)} rows", style="dim")
     else:
-        print(render(result, fmt))
+        text = render(result, fmt)
+        if text:  # JSON lines of no rows: no line at all (not an empty one)
+            print(text)
     return 0
 
 

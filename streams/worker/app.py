@@ -269,12 +269,28 @@ async def _process_batch(
     return batch
 
 
-async def _drain(producer: Any) -> None:
+DRAIN_TIMEOUT_S = 30.0
+
+
+class ChangelogNotFlushed(RuntimeError):
+    """The batch's table writes could not be sent: its records stay unacknowledged."""
+
+
+async def _drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     """Flush the producer, table changelog writes included. faust's `flush()` gives up on its
     buffer of table writes when a message takes over 0.1 s (`flush_atmost`): loop until it
-    is empty, so no offset is acknowledged before the states it depends on are sent."""
-    while producer.buffer.size:
-        await producer.buffer.flush()
+    is empty, so no offset is acknowledged before the states it depends on are sent. When the
+    buffer cannot drain (the worker is stopping and faust has stopped the task that sends it,
+    or the broker is unreachable for `timeout_s`), raise instead of acknowledging: the records
+    are read again by the next owner."""
+    buffer = producer.buffer
+    deadline = time.monotonic() + timeout_s
+    while buffer.size:
+        if buffer.should_stop or time.monotonic() > deadline:
+            raise ChangelogNotFlushed(
+                f"{buffer.size} table writes not sent; the batch stays unacknowledged"
+            )
+        await buffer.flush()
     await producer.flush()
 
 
