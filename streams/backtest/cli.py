@@ -72,8 +72,8 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     err = Console(stderr=True)
     try:
         spec = BacktestSpec(
-            from_ms=parse_time(args.from_),
-            to_ms=parse_time(args.to),
+            from_ms=parse_time(args.from_, "--from"),
+            to_ms=parse_time(args.to, "--to"),
             config=args.config,
             baseline=args.baseline,
             source=args.source,

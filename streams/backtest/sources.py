@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from schemas.codec import Codec
 from streams.config import Settings
-from streams.simulator.config import SHANGHAI, local_midnight_ms
+from streams.simulator.config import SHANGHAI, parse_start
 from streams.store.client import Store
 from streams.worker.processor import SourceRecord
 from streams.worker.routing import INPUT_ROLES, TOPIC_OF_SCHEMA
@@ -30,19 +30,9 @@ Event = dict[str, Any]
 SCHEMA_OF_TOPIC = {topic: name for name, topic in TOPIC_OF_SCHEMA.items()}
 
 
-def parse_time(text: str) -> int:
-    """`YYYY-MM-DD` (local midnight) or an ISO date-time (Asia/Shanghai unless it has an offset),
-    as epoch ms; like the simulator's `--start`."""
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return local_midnight_ms(dt.date.fromisoformat(text))
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"expected YYYY-MM-DD or an ISO date-time, got {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=SHANGHAI)
-    return int(moment.timestamp() * 1000)
+def parse_time(text: str, what: str = "a time") -> int:
+    """`YYYY-MM-DD` (local midnight) or an ISO date-time, as epoch ms: the simulator's parser."""
+    return parse_start(text, what)
 
 
 def show_time(ms: int) -> str:

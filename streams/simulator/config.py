@@ -91,15 +91,16 @@ def local_midnight_ms(day: dt.date) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=SHANGHAI).timestamp() * 1000)
 
 
-def parse_start(text: str) -> int:
-    """`YYYY-MM-DD` (local midnight) or an ISO date-time (local time unless it has an offset)."""
+def parse_start(text: str, what: str = "--start") -> int:
+    """`YYYY-MM-DD` (local midnight) or an ISO date-time (local time unless it has an offset),
+    as epoch ms. The one parser of the command line's times; `what` names the option."""
     text = text.strip()
     try:
         if len(text) == 10:
             return local_midnight_ms(dt.date.fromisoformat(text))
         moment = dt.datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError(f"--start must be YYYY-MM-DD or an ISO date-time, got {text!r}") from exc
+        raise ValueError(f"{what} must be YYYY-MM-DD or an ISO date-time, got {text!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=SHANGHAI)
     return int(moment.timestamp() * 1000)
