@@ -86,12 +86,10 @@ def _param(args: argparse.Namespace, name: str) -> Any:
 
 def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) -> dict[str, Any]:
     """Every phase; returns the result document (see report.REQUIRED_KEYS)."""
-    from models.runner import DetectorSet
     from streams.bench import inprocess as ip
     from streams.bench.profiles import profile_call
     from streams.bench.report import ratio
     from streams.bench.workload import BenchTopics, Workload, new_run_id
-    from streams.replay import merge_by_time, read_events, replay
     from streams.simulator.output import produce_to_kafka
 
     out_dir = (args.out or settings.data_dir / "bench").resolve()  # chdb:// needs a full path
@@ -187,25 +185,14 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             f"{proc.changelog_bytes_per_event:,.0f} changelog B/event"
         )
 
-        rep = replay(
-            merge_by_time(read_events(replay_topics.settings)),
-            DetectorSet(ip.all_detectors(workload.registry)),
-        )
-        result["replay_eps"] = rep.eps
-        result["replay_note"] = (
-            "in-process replay: read + decode + DetectorSet in one loop (streams/replay.py)"
-        )
-        result["replay_alerts"] = len(rep.alerts)
-        say(f"replay: {rep.eps:,.0f} ev/s ({len(rep.alerts)} alerts)")
-
         engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
-        if engine is not None:
-            result["backtest_eps"] = engine.eps
-            result["backtest_note"] = (
-                "fundwatch backtest's judging loop (Kafka read + the worker's batch logic "
-                "in-process, the configured rules), without its store writes"
-            )
-            say(f"backtest engine: {engine.eps:,.0f} ev/s ({engine.alerts} alerts)")
+        result["replay_eps"] = engine.eps
+        result["replay_note"] = (
+            "fundwatch backtest's judging loop (Kafka read + the worker's batch logic "
+            "in-process, the configured rules), without its store writes"
+        )
+        result["replay_alerts"] = engine.alerts
+        say(f"replay (backtest engine): {engine.eps:,.0f} ev/s ({engine.alerts} alerts)")
 
         if args.profile:
             say("profiling the detectors and the worker logic (pyinstrument)...")
@@ -248,7 +235,6 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             "detectors_eps",
             "processor_eps",
             "replay_eps",
-            "backtest_eps",
             "live_eps_per_worker",
         )
     }

@@ -7,23 +7,23 @@ import gc
 import json
 import sys
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models.aggregates import InstitutionHourAggregator
 from models.alerts import Alert
 from models.detector import Detector
 from models.reference import Registry
 from models.runner import DetectorSet, InMemoryStateStore, default_detectors
-from schemas.codec import Codec
+from schemas.codec import Codec, CodecError
 from streams.config import Settings
-from streams.replay import ReadStats, read_events
 from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import (
     INPUT_ROLES,
@@ -58,6 +58,89 @@ class FloorResult:
     @property
     def eps(self) -> float:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class ReadStats:
+    """What a read of the topics saw."""
+
+    events: int = 0
+    control: int = 0  # watermark records
+    rejected: int = 0  # undecodable or unexpected records (a replay skips them)
+
+
+def read_events(
+    settings: Settings,
+    roles: Iterable[str] = INPUT_ROLES,
+    codec: Codec | None = None,
+    stats: ReadStats | None = None,
+    batch: int = 10_000,
+    stall_timeout_s: float = 30.0,
+) -> Iterator[Event]:
+    """Decoded events of the topics of `roles`, from the beginning to their end offsets at the
+    start of the read, with `_topic` set as the worker sets it. Per-partition order only: the
+    partitions are interleaved as the consumer delivers them (the floor does not need more)."""
+    codec = codec or Codec.default()
+    stats = stats if stats is not None else ReadStats()
+    conf = {
+        **settings.kafka_common(),
+        "group.id": f"fundwatch-bench-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "fetch.max.bytes": 52_428_800,
+    }
+    consumer = Consumer(conf)
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        names = [getattr(settings.topics, role).name for role in roles]
+        meta = consumer.list_topics(timeout=10)
+        assign = []
+        for name in names:
+            for p in meta.topics[name].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+                if high > low:
+                    ends[(name, p)] = high
+                    assign.append(TopicPartition(name, p, low))
+        consumer.assign(assign)
+        decode = codec.decode_with_info
+        last_data = time.monotonic()
+        while ends:
+            messages = consumer.consume(batch, timeout=0.1)
+            if messages:
+                last_data = time.monotonic()
+            elif time.monotonic() - last_data > stall_timeout_s:
+                raise TimeoutError(
+                    f"bench read: no records for {stall_timeout_s:.0f}s, missing {ends}"
+                )
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"bench read consumer error: {err}")
+                    continue
+                tp = (msg.topic(), msg.partition())
+                end = ends.get(tp)
+                if end is None:
+                    continue
+                if msg.offset() + 1 >= end:
+                    del ends[tp]
+                try:
+                    info, event = decode(msg.value())
+                except CodecError:
+                    stats.rejected += 1
+                    continue
+                topic = TOPIC_OF_SCHEMA.get(info.name)
+                if topic is None:
+                    if info.name == "Watermark":
+                        stats.control += 1
+                    else:
+                        stats.rejected += 1
+                    continue
+                event["_topic"] = topic
+                stats.events += 1
+                yield event
+    finally:
+        consumer.close()
 
 
 def measure_floor(settings: Settings) -> FloorResult:
@@ -364,16 +447,14 @@ class BacktestEngineResult:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngineResult | None:
+def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngineResult:
     """The judging loop of `fundwatch backtest` (`streams.backtest.run`: a Kafka read of the whole
     range, the worker's batch logic in-process over the configured rules), without its store
-    writes and comparisons. None if this checkout has no backtest."""
-    try:
-        from models.rules.config import load_rule_config
-        from streams.backtest.run import Replica, judge
-        from streams.backtest.sources import SourceStats, kafka_records
-    except ImportError:
-        return None
+    writes and comparisons: the benchmark's replay figure."""
+    from models.rules.config import load_rule_config
+    from streams.backtest.run import Replica, judge
+    from streams.backtest.sources import SourceStats, kafka_records
+
     rules = load_rule_config(settings.rules_config)
     source = kafka_records(settings, 0, 2**62, SourceStats())
     replica = Replica(rules, registry, settings, source.partitions, 0)

@@ -77,7 +77,6 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
             "BatchProcessor over a dict table: decode, route, reorder, detect, JSON state",
         ),
         ("replay", result.get("replay_eps"), "ev/s", result.get("replay_note", "")),
-        ("backtest", result.get("backtest_eps"), "ev/s", result.get("backtest_note", "")),
         (
             "live worker",
             result.get("live_eps_per_worker"),

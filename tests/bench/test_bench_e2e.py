@@ -44,8 +44,7 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
         assert phase["latency"]["unmatched"] == 0
         assert phase["alerts_stored"] == phase["alerts_seen"]  # every alert seen is queryable
     assert latest["detectors"] and latest["state"]["person"]["entities"] > 0
-    assert "in-process replay" in latest["replay_note"]
-    assert latest.get("backtest_eps", 1) > 0  # when the checkout has `fundwatch backtest`
+    assert "fundwatch backtest" in latest["replay_note"] and latest["replay_eps"] > 0
     assert "FundWatch bench" in proc.stdout
 
     leftovers = [

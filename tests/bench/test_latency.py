@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from models.runner import DetectorSet
 from streams.bench.latency import SeenAlert, join_latencies, percentile
 from streams.bench.live import throughput
 from streams.bench.profiles import group_of
-from streams.replay import merge_by_time, replay
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -71,24 +69,6 @@ def test_throughput_counts_between_commit_points() -> None:
     assert partial == (pytest.approx(200.0), 0.0)
     rps, drain = throughput([(0.2, 0), (2.0, 5000)], 5000, 0.0)  # one commit: start -> end
     assert rps == pytest.approx(2500.0) and drain == pytest.approx(2.0)
-
-
-def _event(eid: str, t: int, topic: str = "settlement") -> dict:
-    return {"event_id": eid, "event_time": t, "_topic": topic}
-
-
-def test_merge_by_time_orders_within_the_lookahead() -> None:
-    events = [_event("c", 3), _event("a", 1), _event("b", 2), _event("d", 4)]
-    assert [e["event_id"] for e in merge_by_time(events)] == ["a", "b", "c", "d"]
-    # a window of one event cannot reorder what arrives further apart
-    late = [_event("b", 2), _event("c", 3), _event("a", 1)]
-    assert [e["event_id"] for e in merge_by_time(late, lookahead=1)] == ["b", "a", "c"]
-
-
-def test_replay_counts_events_and_flushes() -> None:
-    result = replay([_event("a", 1), _event("b", 2)], DetectorSet([]))
-    assert result.events == 2 and result.alerts == [] and result.elapsed_s >= 0
-    assert replay([], DetectorSet([])).eps == 0.0
 
 
 def test_profile_packages() -> None:
