@@ -1,9 +1,12 @@
-"""Produce test records to Kafka and drain them through a sink."""
+"""Produce test records to Kafka, drain them through a sink, run a sink process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from schemas.codec import Codec
 from streams.config import Settings
@@ -54,3 +57,20 @@ def drain(sink: Sink, settings: Settings, roles: Iterable[str], timeout_s: float
         sink.run(until=done)
     finally:
         offsets.close()
+
+
+def start_sink_holding_store(env: dict[str, str], data_dir: Path) -> subprocess.Popen:
+    """`fundwatch sink` in a subprocess, returned once it owns the embedded store and serves
+    read-only queries (its owner file names the query port)."""
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "sink"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    owner = data_dir / "clickhouse.owner.json"
+    deadline = time.monotonic() + 60
+    while "query_port" not in (owner.read_text() if owner.exists() else ""):
+        if sink.poll() is not None or time.monotonic() > deadline:
+            sink.kill()
+            raise AssertionError(f"the sink never owned the store: {sink.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    return sink

@@ -16,6 +16,7 @@ import pytest
 
 from models.catalogue import SCENARIOS
 from streams.config import Settings
+from tests.kafka_helpers import start_sink_holding_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,17 +107,8 @@ def test_an_unbounded_run_runs_ahead_of_the_clock_without_dead_letters(
 
 def test_query_reaches_a_store_held_by_a_running_sink(kafka_settings, tmp_path) -> None:
     env = _env(kafka_settings, tmp_path)
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "sink"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sink = start_sink_holding_store(env, tmp_path)
     try:
-        owner = tmp_path / "clickhouse.owner.json"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "query_port" not in (
-            owner.read_text() if owner.exists() else ""
-        ):
-            time.sleep(0.2)
         out = fundwatch("query", "--format", "csv", "SELECT count() AS n FROM settlements", env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == ["n", "0"]

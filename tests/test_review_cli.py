@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import Settings
-from tests.kafka_helpers import encoded, produce
+from tests.kafka_helpers import encoded, produce, start_sink_holding_store
 from tests.records import alert
 
 pytestmark = pytest.mark.integration
@@ -94,17 +94,8 @@ def _poll(sql: str, env: dict[str, str], until: int, timeout_s: float = 90) -> l
 @pytest.mark.slow
 def test_review_while_a_sink_holds_the_store_goes_through_it(isolated_settings, tmp_path) -> None:
     env = _env(tmp_path, isolated_settings)
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "sink"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sink = start_sink_holding_store(env, tmp_path)
     try:
-        owner = tmp_path / "clickhouse.owner.json"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "query_port" not in (
-            owner.read_text() if owner.exists() else ""
-        ):
-            time.sleep(0.2)
         produce(isolated_settings, "alerts", encoded("Alert", [alert(alert_id=ALERT)], "entity_id"))
         stored = _poll("SELECT alert_id, confirm_score FROM alerts", env, until=1)
         assert stored == [{"alert_id": ALERT, "confirm_score": pytest.approx(0.4)}]
