@@ -50,12 +50,12 @@ log = logging.getLogger(__name__)
 _DELETED = object()
 NEVER = -(2**62)
 PROGRESS = "__progress__"
+"""Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 DEDUP_HORIZON_MS = 60 * 60_000
 """How far behind a stage's watermark an event id is remembered, to drop a second delivery of
 the same event (a producer's retry) instead of judging it twice. Kept in memory only: a
 duplicate whose two copies straddle a restart is judged twice (the rule detectors' windows
 ignore it; counting models may count it twice)."""
-"""Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 
 
 @dataclass(slots=True)
