@@ -79,7 +79,7 @@ class WorkerMetrics(Collector):
         )
         proc = self.processor()
         if proc is not None:
-            self.held = sum(len(v) for v in proc._held_offsets.values())
+            self.held = proc.held_records()
 
     # -- read by the HTTP thread ---------------------------------------------------------------
     def lag(self) -> tuple[dict[str, int], int, int]:

@@ -502,6 +502,11 @@ class BatchProcessor:
         """Events waiting in reorder buffers (a stage's slowest input has not passed them)."""
         return sum(len(b) for b in self.buffers.values())
 
+    def held_records(self) -> int:
+        """Records not yet acknowledged because a reorder buffer holds them (each counted once,
+        whatever the number of stages it waits in)."""
+        return sum(len(offsets) for offsets in self._held_offsets.values())
+
     def assigned(self, topic: str, partition: int) -> None:
         """A partition is assigned. faust passes the whole new assignment, including the
         partitions this worker keeps: their held records are still in the reorder buffers and
