@@ -136,7 +136,7 @@ def test_worker_metrics_read_worker_stats_and_batches() -> None:
     stats.dead_lettered["not_single_object"] = 1
     stats.alerts["drug_swap"] = 2
     stats.batches = 1
-    proc = SimpleNamespace(stats=stats, _held_offsets={("settlement", 0): {7, 8}})
+    proc = SimpleNamespace(stats=stats, held_records=lambda: 2)
     app = SimpleNamespace(state="running")  # no consumer yet: lag unknown
     metrics = WorkerMetrics(Settings(), app, lambda: proc)  # type: ignore[arg-type]
     now = time.time()
