@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     from streams.backtest.run import BacktestResult
 
 
+def _figures(r: Any) -> list[str]:
+    """A detector's row of the comparison (candidate, and baseline where there is one): the
+    terminal table and the HTML report show the same cells."""
+    b = r.baseline
+    return [
+        r.detector_id,
+        _pair(r.candidate.alerts, b.alerts if b else None),
+        str(r.candidate.labels),
+        _pair(r.candidate.precision, b.precision if b else None, _pct),
+        _pair(r.candidate.recall, b.recall if b else None, _pct),
+        _pair(r.candidate.f1, b.f1 if b else None, _pct),
+        _pair(r.candidate.precision_at_k, b.precision_at_k if b else None, _pct),
+    ]
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
 
@@ -47,16 +62,7 @@ def comparison_table(result: BacktestResult) -> Table:
         t.add_column("gained", justify="right", style="green")
         t.add_column("lost", justify="right", style="red")
     for r in result.comparison:
-        b = r.baseline
-        row = [
-            r.detector_id,
-            _pair(r.candidate.alerts, b.alerts if b else None),
-            str(r.candidate.labels),
-            _pair(r.candidate.precision, b.precision if b else None, _pct),
-            _pair(r.candidate.recall, b.recall if b else None, _pct),
-            _pair(r.candidate.f1, b.f1 if b else None, _pct),
-            _pair(r.candidate.precision_at_k, b.precision_at_k if b else None, _pct),
-        ]
+        row = _figures(r)
         if has_base:
             row += [_gained(r.gained, r.retriggered), str(r.lost)]
         t.add_row(*row)
@@ -166,17 +172,7 @@ def write_html(result: BacktestResult, path: Path) -> Path:
         head += ["gained", "lost"]
     body = []
     for r in result.comparison:
-        b = r.baseline
-        cells = [
-            r.detector_id,
-            _pair(r.candidate.alerts, b.alerts if b else None),
-            str(r.candidate.labels),
-            _pair(r.candidate.precision, b.precision if b else None, _pct),
-            _pair(r.candidate.recall, b.recall if b else None, _pct),
-            _pair(r.candidate.f1, b.f1 if b else None, _pct),
-            _pair(r.candidate.precision_at_k, b.precision_at_k if b else None, _pct),
-            f"{r.candidate.amount_at_risk_fen / 100:,.0f}",
-        ]
+        cells = [*_figures(r), f"{r.candidate.amount_at_risk_fen / 100:,.0f}"]
         if has_base:
             cells += [_gained(r.gained, r.retriggered), str(r.lost)]
         body.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
