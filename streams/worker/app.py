@@ -34,6 +34,7 @@ from models.reference import Registry
 from models.rules.config import load_rule_config
 from models.runner import wall_clock_ms
 from streams.config import Settings
+from streams.worker.atomic import atomic_writes
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.processor import Batch, BatchProcessor, SourceRecord
 from streams.worker.routing import SOURCE_ROLES
@@ -41,6 +42,8 @@ from streams.worker.routing import SOURCE_ROLES
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "detector-state"
+HELD_WARNING_S = 30.0
+"""How long a commit may wait for a held record (or a gap) before the worker says so."""
 
 
 def load_registry(settings: Settings) -> Registry:
@@ -86,7 +89,9 @@ def broker_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def guard_commits(lowest_held: Callable[[str, int], int | None]) -> None:
+def guard_commits(
+    lowest_held: Callable[[str, int], int | None], why_held: Callable[[str, int], str]
+) -> None:
     """Never commit past a record the worker still holds.
 
     faust computes the committable offset from the first run of acknowledged offsets, and lets
@@ -101,16 +106,29 @@ def guard_commits(lowest_held: Callable[[str, int], int | None]) -> None:
         return
 
     warned: dict[Any, float] = {}
+    held_since: dict[Any, tuple[int, float]] = {}  # per partition: (lowest held, since)
 
     def _new_offset(self: Consumer, tp: Any) -> int | None:
         low = lowest_held(tp.topic, tp.partition)
         acked = self._acked[tp]
-        if low is not None and acked and min(acked) > low:
-            return None  # a record the reorder buffer holds: by design
+        if low is not None:  # a record the reorder buffer holds: by design, unless it lasts
+            now = time.monotonic()
+            since = held_since.get(tp)
+            if since is None or since[0] != low:
+                since = held_since[tp] = (low, now)
+            first = since[1]
+            if now - first > HELD_WARNING_S and now - warned.get(tp, -1e9) > HELD_WARNING_S:
+                warned[tp] = now
+                log.warning(
+                    "commit of %s[%d] held back for %.0fs by offset %d: %s",
+                    tp.topic, tp.partition, now - first, low, why_held(tp.topic, tp.partition),
+                )  # fmt: skip
+            if acked and min(acked) > low:
+                return None
         offset = original(self, tp)
         if offset is None and acked:  # nothing held, yet faust sees a gap at the head
             now = time.monotonic()
-            if now - warned.get(tp, -1e9) > 30:
+            if now - warned.get(tp, -1e9) > HELD_WARNING_S:
                 warned[tp] = now
                 log.warning(
                     "commit of %s[%d] waits for unacknowledged records: committed %s, lowest "
@@ -184,7 +202,10 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
             )
         return holder["p"]
 
-    guard_commits(lambda topic, partition: processor().lowest_held(topic, partition))
+    guard_commits(
+        lambda topic, partition: processor().lowest_held(topic, partition),
+        lambda topic, partition: processor().why_held(topic, partition),
+    )
     metrics = WorkerMetrics(settings, app, lambda: holder.get("p"), name)
 
     @app.agent(source, name="detect")
@@ -250,16 +271,19 @@ async def _process_batch(
     by_partition: dict[int, list[tuple[str, Any]]] = defaultdict(list)
     for partition, key, state in proc.dirty_state():
         by_partition[partition].append((key, state))
-    for partition, writes in by_partition.items():
-        token = _current_event.set(weakref.ref(anchor[partition]))  # see the module docstring
-        try:
-            for key, state in writes:
-                if state is None:
-                    table.pop(key, None)
-                else:
-                    table[key] = state
-        finally:
-            _current_event.reset(token)
+    # All of a partition's states and its checkpoint reach RocksDB in one write, so a kill in
+    # this loop cannot keep half a batch (streams/worker/atomic.py).
+    with atomic_writes(table):
+        for partition, writes in by_partition.items():
+            token = _current_event.set(weakref.ref(anchor[partition]))  # see module docstring
+            try:
+                for key, state in writes:
+                    if state is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = state
+            finally:
+                _current_event.reset(token)
     await _drain(producer)
     # Only now, with their outputs and state delivered, may records be committed. A record the
     # reorder buffer still holds keeps the reference taken above, so faust commits no offset

@@ -106,6 +106,28 @@ class WorkerProcess:
             consumer.close()
         return committed, end
 
+    def lagging(self) -> dict[str, int]:
+        """`topic[partition]` → records not committed yet, for the partitions that lag."""
+        s = self.settings
+        names = [getattr(s.topics, role).name for role in SOURCE_ROLES]
+        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id})
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            tps = [
+                TopicPartition(name, p)
+                for name in names
+                if name in metadata.topics
+                for p in metadata.topics[name].partitions
+            ]
+            lag = {}
+            for tp in consumer.committed(tps, timeout=10):
+                end = consumer.get_watermark_offsets(tp, timeout=10)[1]
+                if end > max(tp.offset, 0):
+                    lag[f"{tp.topic}[{tp.partition}]"] = end - max(tp.offset, 0)
+        finally:
+            consumer.close()
+        return lag
+
     def wait_caught_up(self, timeout_s: float = 300, checks: int = 3) -> None:
         """Block until the worker has committed everything in its topics, `checks` times in a
         row one second apart (its own repartitioned records included)."""
@@ -117,7 +139,10 @@ class WorkerProcess:
                     f"worker {self.name} exited with {self.proc and self.proc.returncode}"
                 )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker {self.name} did not catch up: {self.progress()}")
+                raise TimeoutError(
+                    f"worker {self.name} did not catch up: {self.progress()}, "
+                    f"lagging {self.lagging()}"
+                )
             try:
                 committed, end = self.progress()
             except KafkaException as exc:  # e.g. the group coordinator is still loading

@@ -520,6 +520,30 @@ class BatchProcessor:
         offsets = self._held_offsets.get((topic, partition))
         return min(offsets) if offsets else None
 
+    def why_held(self, topic: str, partition: int) -> str:
+        """Why the lowest held record of a source is not judged yet: for an operator's log."""
+        low = self.lowest_held(topic, partition)
+        if low is None:
+            return "nothing held"
+        parts = []
+        for stage in self.stages:
+            for order, _, held in self.buffers.get((stage, partition), ()):
+                if held.rec.topic == topic and held.rec.offset == low:
+                    channels = ", ".join(
+                        f"{c}={self._describe_channel(c, partition)}"
+                        for c in CHANNELS_OF_STAGE[stage]
+                    )
+                    parts.append(f"stage {stage} waits for event time {order[0]} ({channels})")
+        return "; ".join(parts) or f"offset {low} is in no reorder buffer"
+
+    def _describe_channel(self, role: str, partition: int) -> str:
+        value = self._channel(role, partition)
+        text = "none" if value == NEVER else str(value)
+        sources = self.upstream.get((role, partition))
+        if role in REPARTITION_ROLES and (sources is None or len(sources) < self.partitions):
+            text += f" [{len(sources or ())}/{self.partitions} upstream inputs promised]"
+        return text
+
     def _outputs(self, results: list[Any]) -> list[OutRecord]:
         """Alerts to the alerts topic; aggregator records (plain dicts) to the aggregates one."""
         out = []
