@@ -62,7 +62,7 @@ class Topics(BaseModel):
     sim_labels: TopicSpec = TopicSpec(name="sim-labels", partitions=1, retention_ms=-1)
     # analysts' review outcomes (`fundwatch review`): the labels the alert ranker learns from
     reviews: TopicSpec = TopicSpec(name="reviews", partitions=1, retention_ms=-1)
-    # internal: input records re-keyed for the worker's institution and doctor stages
+    # internal: input records re-keyed for the worker's institution, doctor and group stages
     by_institution: TopicSpec = TopicSpec(
         name="fundwatch-by-institution",
         partitions=4,
@@ -71,6 +71,13 @@ class Topics(BaseModel):
     )
     by_doctor: TopicSpec = TopicSpec(
         name="fundwatch-by-doctor",
+        partitions=4,
+        retention_ms=7 * DAY_MS,
+        timestamp_type=APPEND_TIME,
+    )
+    # settlements re-keyed by their institution's peer group (the worker's group stage)
+    by_group: TopicSpec = TopicSpec(
+        name="fundwatch-by-group",
         partitions=4,
         retention_ms=7 * DAY_MS,
         timestamp_type=APPEND_TIME,

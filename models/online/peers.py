@@ -6,16 +6,11 @@ member with enough activity over the window to the pooled figures of the other m
 grades the largest excess with `peer_level`. `PeerDeviation` (institutions) and
 `models.online.doctor_profile.DoctorProfile` (doctors) are its two uses.
 
-Where the peers are (stage and partitions): `peer_deviation` runs on the **person stage**. The
-input topics are keyed by person, so every partition sees a random sample (by person hash) of
-every institution's settlements: each partition's group state holds all the peers, each
-estimated from about 1/P of its visits. With one partition the figures are exact; with P
-partitions each partition decides on its sample, and an institution may be flagged by several
-of them: the alert's trigger is the finding `<detector>:<member>:<day>` rather than an event,
-so the copies share one alert id and the store keeps one row. The institution stage would see
-each institution whole but only the peers hashed to the same partition (none, for a small group
-split over 4 partitions); exact figures need a repartition by peer group (a `by-group` topic),
-which is left for later.
+Where the peers are: `peer_deviation` runs on the worker's **group stage**, fed by a
+repartition topic keyed by `institution_peer_group` (streams/worker/routing.py): every
+settlement of a peer group reaches one partition, so each group is judged once, on exact
+figures, whatever the partition count. The alert's trigger is the finding
+`<detector>:<member>:<day>` rather than an event.
 """
 
 from __future__ import annotations
@@ -67,6 +62,12 @@ class PeerParams(Params):
     max_evidence: int = 10
     """Settlement ids kept per member and judged day as evidence (an open day keeps all of
     them: a settlement re-delivered through a repartition topic is counted once)."""
+
+
+def institution_peer_group(event: Event) -> str:
+    """The institution's peer group: `<province+city>|<type>|<level>` (同城同类同级)."""
+    inst_type, level = institution_group(event)
+    return f"{city_of(event.get('region_code'), event['institution_id'])}|{inst_type}|{level}"
 
 
 class PeerGroupDetector(ModelDetector):
@@ -198,6 +199,8 @@ class PeerGroupDetector(ModelDetector):
                 continue
             level = max(f[0] for f in found)
             prev = fired.get(m)
+            if prev is not None and day - prev[0] >= p.cooldown_days:
+                prev = None  # per judged day, so one call closing many days decides the same
             if level < p.min_level or (prev is not None and level <= prev[1]):
                 continue
             fired[m] = [day, level]
@@ -241,7 +244,7 @@ _N, _AMT, _FUND, _ITEMS = range(4)
 class PeerDeviation(PeerGroupDetector):
     """同行偏离 — an institution's cost per visit far over its peers' (same city, type, level).
 
-    State keyed by peer group `<province+city>|<type>|<level>` (person stage: see the module).
+    State keyed by peer group `<province+city>|<type>|<level>` (group stage: see the module).
     Per institution and local day: settlements, amount, fund-paid amount and billed lines
     (reversals excluded). At each local midnight, over the last **7** days, every institution
     with **>= 5** settlements is compared with the pooled figures of the other institutions of
@@ -286,8 +289,7 @@ class PeerDeviation(PeerGroupDetector):
     member_zh = "机构"
 
     def group(self, event: Event) -> str | None:
-        inst_type, level = institution_group(event)
-        return f"{city_of(event.get('region_code'), event['institution_id'])}|{inst_type}|{level}"
+        return institution_peer_group(event)
 
     def member(self, event: Event) -> str | None:
         return event["institution_id"]

@@ -184,6 +184,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         "dead_letters": topics.dead_letters.name,
         "by_institution": topics.by_institution.name,
         "by_doctor": topics.by_doctor.name,
+        "by_group": topics.by_group.name,
     }
     table = app.Table(STATE_TABLE, default=None, partitions=partitions, key_type=str)
     holder: dict[str, BatchProcessor] = {}

@@ -182,6 +182,11 @@ class BatchProcessor:
         self.now_ms = now_ms  # the wall clock event times are validated against
         self.table = table
         self.stages = detectors_by_stage(detectors)
+        # repartition topics whose stage has a detector to feed (none for the group stage of a
+        # configuration without peer_deviation)
+        self._forwarded_roles = {
+            role for role in REPARTITION_ROLES if any(self.stages[s] for s in STAGES_OF_ROLE[role])
+        }
         self.lateness = allowed_lateness_ms
         self.partitions = partitions
         self.sets: dict[tuple[str, int], DetectorSet] = {}
@@ -427,7 +432,8 @@ class BatchProcessor:
                 ts = event["event_time"]
                 if not forwarded:
                     for role, key in repartition_keys(rec.role, event):
-                        batch.out.append(OutRecord(role, key.encode(), rec.value, ts))  # type: ignore[arg-type]
+                        if role in self._forwarded_roles:
+                            batch.out.append(OutRecord(role, key.encode(), rec.value, ts))
                 self._observe(rec, ts, None)
             stages = STAGES_OF_ROLE[rec.role]
             held = _Held(rec, event, len(stages))
@@ -570,7 +576,7 @@ class BatchProcessor:
         expected = rec.role if rec.role in INPUT_ROLES else None
         if topic is None or (expected is not None and topic != expected):
             raise _Rejected("unexpected_schema", f"{rec.topic} does not carry {info.name} records")
-        if rec.role == "by_doctor" and topic != "settlement":
+        if rec.role in ("by_doctor", "by_group") and topic != "settlement":
             raise _Rejected("unexpected_schema", f"{rec.topic} carries settlements only")
         if expected is not None:
             # Inputs only: a repartitioned copy is the bytes of an input that passed, and

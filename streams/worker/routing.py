@@ -9,8 +9,9 @@ state on one kind of entity, and is fed by topics partitioned by that entity:
 | doctor      | doctor/pharm.  | face-verify (staff checks), by-doctor (settlements)      |
 | trace       | trace code     | trace-scan (keyed by the code)                           |
 | institution | institution    | by-institution (settlements, scans and face checks)      |
+| group       | peer group     | by-group (settlements, keyed by the institution's peers) |
 
-The two repartition topics carry the original record bytes under a new key, so a record is
+The three repartition topics carry the original record bytes under a new key, so a record is
 decoded again but never re-encoded. Every topic has the same partition count, so partition p
 of each lands on one worker together with partition p of the state changelog.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.detector import Detector, Event, Result, State
+from models.online.peers import institution_peer_group
 
 STAGE_OF_DETECTOR: dict[str, str] = {
     "cross_institution_frequency": "person",
@@ -44,10 +46,9 @@ STAGE_OF_DETECTOR: dict[str, str] = {
     "fence_breach": "institution",
     "drug_swap": "institution",
     "institution_hour": "institution",  # the aggregator, not a detector: same contract
-    # online models (models/online): peers on the person stage, where every partition sees a
-    # sample of every institution (models/online/peers.py says why)
+    # online models (models/online)
     "cost_growth": "institution",
-    "peer_deviation": "person",
+    "peer_deviation": "group",  # a whole peer group in one partition (models/online/peers.py)
     "settlement_anomaly": "person",
     "doctor_profile": "institution",  # keyed by peer group: the doctor stage has one key a record
 }
@@ -59,6 +60,7 @@ STAGES_OF_ROLE: dict[str, tuple[str, ...]] = {
     "trace_scan": ("trace",),
     "by_institution": ("institution",),
     "by_doctor": ("doctor",),
+    "by_group": ("group",),
 }
 
 # stage -> the source roles whose progress bounds its event time (the slowest one wins)
@@ -67,6 +69,7 @@ CHANNELS_OF_STAGE: dict[str, tuple[str, ...]] = {
     "doctor": ("face_verify", "by_doctor"),
     "trace": ("trace_scan",),
     "institution": ("by_institution",),
+    "group": ("by_group",),
 }
 
 # Avro record name -> the `_topic` value detectors route on
@@ -76,7 +79,7 @@ TOPIC_OF_SCHEMA = {
     "FaceVerifyEvent": "face_verify",
 }
 INPUT_ROLES = ("settlement", "face_verify", "trace_scan")
-REPARTITION_ROLES = ("by_institution", "by_doctor")
+REPARTITION_ROLES = ("by_institution", "by_doctor", "by_group")
 SOURCE_ROLES = INPUT_ROLES + REPARTITION_ROLES
 
 
@@ -88,6 +91,8 @@ def repartition_keys(role: str, record: dict[str, Any]) -> list[tuple[str, str]]
     if role == "settlement":
         staff = {record["doctor_id"], record["pharmacist_id"]} - {None}
         out.extend(("by_doctor", s) for s in sorted(staff))
+        if record["reversal_of"] is None:
+            out.append(("by_group", institution_peer_group(record)))
     return out
 
 
@@ -118,7 +123,7 @@ class RouteKeyFiltered:
 
 def detectors_by_stage(detectors: Iterable[Detector]) -> dict[str, list[Detector]]:
     """Split the detectors into stages; every detector must belong to one."""
-    out: dict[str, list[Detector]] = {"person": [], "doctor": [], "trace": [], "institution": []}
+    out: dict[str, list[Detector]] = {stage: [] for stage in CHANNELS_OF_STAGE}
     for det in detectors:
         stage = STAGE_OF_DETECTOR.get(det.id)
         if stage is None:

@@ -189,6 +189,20 @@ def test_peer_deviation_alerts_again_only_when_the_level_rises() -> None:
     assert [a.severity for a in alerts] == [1, 2]  # 7-day window: (18 x 130 + 6 x 400) / 24
 
 
+def test_peer_deviation_gives_the_same_alerts_when_many_days_close_at_once() -> None:
+    """A stage whose watermark waited for a slow partition closes several days in one call:
+    the cooldown is counted per judged day, so the alerts are those of a day-by-day run."""
+    events = peer_world(2.5, days=20)
+    daily, _ = f.run(PeerDeviation(), events)
+    # level 3 every day: again once each cooldown (7 days) has passed
+    assert [a.evidence_event_ids[-1][-10:] for a in daily] == [
+        "2025-11-17", "2025-11-24", "2025-12-01",
+    ]  # fmt: skip
+    ds = DetectorSet([PeerDeviation()], store=InMemoryStateStore(), external_watermark=True)
+    at_once = ds.process_batch(events) + ds.advance(events[-1]["event_time"] + 2 * f.DAY)
+    assert [(a.alert_id, a.severity) for a in at_once] == [(a.alert_id, a.severity) for a in daily]
+
+
 def test_peers_are_grouped_by_city_type_and_level() -> None:
     det = PeerDeviation()
     keys = {det.keys(visit(0, 100, institution=i))[0] for i in (f.PHARM, f.PHARM2, CLINIC)}

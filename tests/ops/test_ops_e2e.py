@@ -27,6 +27,7 @@ from streams.config import Settings
 from streams.kafka.clients import make_producer
 from streams.stack.topics import ensure_topics
 from streams.worker.process import WorkerProcess
+from streams.worker.routing import REPARTITION_ROLES
 from tests.kafka_helpers import encoded, produce
 from tests.records import settlement
 
@@ -270,7 +271,7 @@ def test_worker_metrics_after_a_few_events(isolated_settings: Settings, tmp_path
         role: getattr(isolated_settings.topics, role).model_copy(
             update={"name": f"{role}-ops-{suffix}"}
         )
-        for role in ("alerts", "dead_letters", "by_institution", "by_doctor", "aggregates")
+        for role in ("alerts", "dead_letters", "aggregates", *REPARTITION_ROLES)
     }
     settings = isolated_settings.model_copy(
         update={

@@ -161,7 +161,7 @@ def test_derived_topics_keep_old_records_by_append_time(kafka_settings: Settings
     topics = kafka_settings.topics
     for role in ("settlement", "trace_scan", "face_verify"):
         assert getattr(topics, role).timestamp_type == "CreateTime", role
-    for role in ("by_institution", "by_doctor", "alerts", "aggregates", "dead_letters"):
+    for role in ("by_institution", "by_doctor", "by_group", "alerts", "aggregates", "dead_letters"):
         assert getattr(topics, role).timestamp_type == "LogAppendTime", role
     name = f"test-derived-{uuid.uuid4().hex[:8]}"
     spec = topics.by_institution.model_copy(update={"name": name, "partitions": 1})

@@ -122,9 +122,9 @@ def test_processor_dead_letters_poison_and_forwards_only_valid_events() -> None:
     for (_, offset), d in got.items():
         assert d["value"] == records[offset].value and d["stage"] == "worker"
         assert d["reason"] and "36010200000000000001" not in d["reason"]  # no person id
-    # the one valid settlement is forwarded (institution + doctor), nothing of the poison
+    # the one valid settlement is forwarded (institution, doctor, peer group), nothing else
     assert sorted(o.role for o in batch.out if o.role != "dead_letters") == [
-        "by_doctor", "by_institution",
+        "by_doctor", "by_group", "by_institution",
     ]  # fmt: skip
     assert sum(proc.stats.dead_lettered.values()) == len(expected)
     assert sum(proc.stats.read.values()) == len(records)

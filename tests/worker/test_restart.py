@@ -22,10 +22,11 @@ from schemas.codec import Codec
 from streams.simulator import SimConfig, Simulation
 from streams.simulator.config import parse_start
 from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.routing import REPARTITION_ROLES
 
 PARTITIONS = 4
 INPUTS = ("settlement", "face_verify", "trace_scan")
-ROLES = (*INPUTS, "by_institution", "by_doctor")
+ROLES = (*INPUTS, *REPARTITION_ROLES)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def run(
         records = consumer.poll(per_partition)
         batch = proc.process(records)
         for rec in batch.out:  # sent and flushed
-            if rec.role in ("by_institution", "by_doctor"):
+            if rec.role in REPARTITION_ROLES:
                 log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
         alerts.update(a.alert_id for a in batch.alerts)
         batch_no += 1
@@ -172,7 +173,7 @@ def run_pair(
             polled += len(records)
             batch = proc.process(records)
             for rec in batch.out:
-                if rec.role in ("by_institution", "by_doctor"):
+                if rec.role in REPARTITION_ROLES:
                     log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
             alerts.update(a.alert_id for a in batch.alerts)
             for _, key, state in proc.dirty_state():

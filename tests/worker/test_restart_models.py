@@ -16,6 +16,7 @@ import pytest
 
 from models.online import CostGrowth, DoctorProfile, PeerDeviation, SettlementAnomaly
 from streams.worker import processor as worker_processor
+from streams.worker.routing import REPARTITION_ROLES
 from tests.worker import test_restart as restart
 
 FIRED: Counter[str] = Counter()
@@ -54,7 +55,7 @@ def run(log: restart.Log, crashes: set[int], before_state: bool = False) -> tupl
 def _copy(log: restart.Log) -> Any:
     records = type(log.records)(list)
     for k, v in log.records.items():
-        if k[0] not in ("by_institution", "by_doctor"):
+        if k[0] not in REPARTITION_ROLES:
             records[k] = list(v)
     return records
 

@@ -26,6 +26,7 @@ from streams.simulator.output import produce_to_kafka, tee_labels
 from streams.sink.service import Sink
 from streams.stack.topics import ensure_topics
 from streams.worker.process import WorkerProcess
+from streams.worker.routing import REPARTITION_ROLES
 from tests.kafka_helpers import drain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +54,7 @@ class WorkerRun:
         suffix = uuid.uuid4().hex[:8]
         own = {
             role: getattr(base.topics, role).model_copy(update={"name": f"{role}-{name}-{suffix}"})
-            for role in ("alerts", "dead_letters", "by_institution", "by_doctor", "aggregates")
+            for role in ("alerts", "dead_letters", "aggregates", *REPARTITION_ROLES)
         }
         self.settings = base.model_copy(
             update={
