@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka.partitioner import murmur2
-
 from models.alerts import Alert
 from models.reference import Registry
 from models.rules.config import RuleConfig, load_rule_config
@@ -38,7 +36,7 @@ from streams.privacy import Pseudonymizer
 from streams.sink.rows import Lineage, alert_rows
 from streams.store.client import Store
 from streams.worker.processor import BatchProcessor, SourceRecord
-from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES
+from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES, partition_of
 
 log = logging.getLogger(__name__)
 Source = Literal["kafka", "clickhouse"]
@@ -201,8 +199,8 @@ class Replica:
         for out in batch.out:
             if out.role in REPARTITION_ROLES:
                 part = out.partition
-                if part is None:  # the worker's producer (aiokafka) hashes keys with murmur2
-                    part = (murmur2(out.key) & 0x7FFFFFFF) % self.partitions
+                if part is None:  # where the worker's producer would put the key
+                    part = partition_of(out.key, self.partitions)
                 off = self._offsets.get((out.role, part), 0)
                 self._offsets[(out.role, part)] = off + 1
                 self._feedback.append(

@@ -85,7 +85,8 @@ def kafka_records(
     time; watermark records included, they carry the producers' progress). Each partition is read
     from `offsets_for_times(from)` to `offsets_for_times(to)` by an assigned consumer of a
     throwaway group that commits nothing. Consumption order: the processor's reorder buffer
-    judges in event-time order whatever the interleaving."""
+    judges in event-time order whatever the interleaving; partitions more than `ALIGN_MS` of
+    event time ahead of the slowest are paused, so the buffers hold minutes, not days."""
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -131,6 +132,13 @@ def kafka_records(
     )
 
 
+ALIGN_MS = 10 * 60_000
+"""How far (event time) a partition may run ahead of the slowest one still being read. The
+stages judge an event only once every input has passed it; a partition fetched days ahead of
+the others would wait in the reorder buffers, and a city week read without this bound held
+gigabytes."""
+
+
 def _consume(
     consumer: Consumer,
     bounds: dict[tuple[str, int], tuple[int, int]],
@@ -147,8 +155,12 @@ def _consume(
             return
         consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in bounds.items()])
         active = set(bounds)
+        next_offset = {tp: start for tp, (start, _) in bounds.items()}
+        read_to = dict.fromkeys(bounds, from_ms)  # event time each partition has reached
+        paused: set[tuple[str, int]] = set()
         last_data = time.monotonic()
         while active:
+            _align(consumer, active, read_to, paused)
             messages = consumer.consume(2_000, timeout=0.2)
             if messages:
                 last_data = time.monotonic()
@@ -161,8 +173,14 @@ def _consume(
                         continue
                     raise RuntimeError(f"backtest consumer error: {err}")
                 tp = (msg.topic(), msg.partition())
-                if tp not in active:
-                    continue
+                if tp not in active or msg.offset() < next_offset[tp]:
+                    continue  # finished, or fetched again after a pause
+                if msg.offset() > next_offset[tp]:  # a resumed partition must not skip records
+                    raise RuntimeError(
+                        f"backtest: {tp[0]}[{tp[1]}] jumped from offset {next_offset[tp]} to "
+                        f"{msg.offset()}"
+                    )
+                next_offset[tp] = msg.offset() + 1
                 end = bounds[tp][1]
                 if msg.offset() + 1 >= end:
                     active.discard(tp)
@@ -171,6 +189,7 @@ def _consume(
                 if on_read is not None:
                     on_read(1)
                 ts = msg.timestamp()[1]
+                read_to[tp] = max(read_to[tp], ts)
                 if not from_ms <= ts < to_ms:
                     stats.out_of_range += 1
                     continue
@@ -180,6 +199,27 @@ def _consume(
                 )
     finally:
         consumer.close()
+
+
+def _align(
+    consumer: Consumer,
+    active: set[tuple[str, int]],
+    read_to: dict[tuple[str, int], int],
+    paused: set[tuple[str, int]],
+) -> None:
+    """Pause the partitions more than ALIGN_MS ahead of the slowest active one, resume the
+    others. The slowest is never paused, so reading always progresses."""
+    paused &= active
+    if not active:
+        return
+    low = min(read_to[tp] for tp in active)
+    ahead = {tp for tp in active if read_to[tp] > low + ALIGN_MS}
+    if ahead - paused:
+        consumer.pause([TopicPartition(t, p) for t, p in ahead - paused])
+    if paused - ahead:
+        consumer.resume([TopicPartition(t, p) for t, p in paused - ahead])
+    paused.clear()
+    paused.update(ahead)
 
 
 # --- ClickHouse ----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models.aggregates import InstitutionHourAggregator
@@ -30,6 +29,7 @@ from streams.worker.routing import (
     REPARTITION_ROLES,
     STAGE_OF_DETECTOR,
     TOPIC_OF_SCHEMA,
+    partition_of,
 )
 
 Event = dict[str, Any]
@@ -410,8 +410,8 @@ def run_processor(
         for out in batch.out:
             if out.role in REPARTITION_ROLES:
                 p = out.partition
-                if p is None:  # the worker's producer (aiokafka) hashes keys with murmur2
-                    p = (murmur2(out.key) & 0x7FFFFFFF) % partitions
+                if p is None:  # where the worker's producer would put the key
+                    p = partition_of(out.key, partitions)
                 off = offsets.get((out.role, p), 0)
                 offsets[(out.role, p)] = off + 1
                 feedback.append(

@@ -30,7 +30,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 from models.alerts import Alert
-from models.detector import Detector, State
+from models.detector import SETTLEMENT, Detector, State
 from models.runner import DEFAULT_LATENESS_MS, DetectorSet, wall_clock_ms
 from schemas.codec import Codec, CodecError
 from schemas.validation import InvalidEvent, validate
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _DELETED = object()
 NEVER = -(2**62)
+FORWARDED_CACHE = 20_000
+"""Decoded events of the latest forwarded records, by value bytes (see `_remember_forwarded`)."""
 PROGRESS = "__progress__"
 """Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 DEDUP_HORIZON_MS = 60 * 60_000
@@ -184,6 +186,7 @@ class BatchProcessor:
         self.stages = detectors_by_stage(detectors)
         # repartition topics whose stage has a detector to feed (none for the group stage of a
         # configuration without peer_deviation)
+        self._forwarded_events: dict[bytes, dict[str, Any]] = {}
         self._forwarded_roles = {
             role for role in REPARTITION_ROLES if any(self.stages[s] for s in STAGES_OF_ROLE[role])
         }
@@ -431,9 +434,13 @@ class BatchProcessor:
             if rec.role in INPUT_ROLES:
                 ts = event["event_time"]
                 if not forwarded:
+                    copies = 0
                     for role, key in repartition_keys(rec.role, event):
                         if role in self._forwarded_roles:
                             batch.out.append(OutRecord(role, key.encode(), rec.value, ts))
+                            copies += 1
+                    if copies:
+                        self._remember_forwarded(rec.value, event)
                 self._observe(rec, ts, None)
             stages = STAGES_OF_ROLE[rec.role]
             held = _Held(rec, event, len(stages))
@@ -563,9 +570,26 @@ class BatchProcessor:
                 out.append(OutRecord("aggregates", key, value, item["hour_start"]))
         return out
 
+    def _remember_forwarded(self, value: Any, event: dict[str, Any]) -> None:
+        """Keep the decoded event of a record just forwarded: its copies usually come back to
+        this process within a batch or two, and need not be decoded again (the bytes are the
+        same, so the event is). Bounded, oldest first out; a miss decodes as usual."""
+        cache = self._forwarded_events
+        cache[value] = dict(event)  # as decoded, whatever a detector does to its own copy
+        if len(cache) > FORWARDED_CACHE:
+            del cache[next(iter(cache))]
+
     def _decode(self, rec: SourceRecord) -> dict[str, Any]:
         if rec.value is None:
             raise _Rejected("empty_value", "record has no value")
+        if rec.role not in INPUT_ROLES:
+            known = self._forwarded_events.get(rec.value)
+            settlement_only = rec.role != "by_institution"
+            if known is not None and (not settlement_only or known["_topic"] == SETTLEMENT):
+                event = dict(known)  # a copy: `_route` is per copy
+                if rec.role == "by_doctor":
+                    event["_route"] = rec.key.decode() if rec.key else None
+                return event
         try:
             info, event = self.codec.decode_with_info(rec.value)
         except CodecError as exc:
