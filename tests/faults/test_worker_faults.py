@@ -68,13 +68,6 @@ def kill_reference(kill_world: World) -> dict:
     return {"alerts": alerts, "run": run}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: in about one run in five, extra impersonation alerts after the kills (likely: "
-    "a kill inside the batch's table-write loop keeps part of the batch's states without its "
-    "checkpoint; the batch is judged again and a detector that forgot a resolved settlement "
-    "raises it anew). docs/reliability.md, 'Known gaps'",
-)
 def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     kill_world: World, request: pytest.FixtureRequest, store
 ) -> None:
