@@ -90,7 +90,9 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def guard_commits(
-    lowest_held: Callable[[str, int], int | None], why_held: Callable[[str, int], str]
+    lowest_held: Callable[[str, int], int | None],
+    why_held: Callable[[str, int], str],
+    reading: Callable[[str, int], str],
 ) -> None:
     """Never commit past a record the worker still holds.
 
@@ -132,8 +134,9 @@ def guard_commits(
                 warned[tp] = now
                 log.warning(
                     "commit of %s[%d] waits for unacknowledged records: committed %s, lowest "
-                    "acknowledged %d (%d acknowledged); none is held by the reorder buffer",
+                    "acknowledged %d (%d acknowledged); none is held by the reorder buffer; %s",
                     tp.topic, tp.partition, self._committed_offset[tp], min(acked), len(acked),
+                    reading(tp.topic, tp.partition),
                 )  # fmt: skip
         else:
             warned.pop(tp, None)
@@ -206,6 +209,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     guard_commits(
         lambda topic, partition: processor().lowest_held(topic, partition),
         lambda topic, partition: processor().why_held(topic, partition),
+        lambda topic, partition: processor().reading(topic, partition),
     )
     metrics = WorkerMetrics(settings, app, lambda: holder.get("p"), name)
 
@@ -231,6 +235,11 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         if "p" in holder:
             for partition in sorted({tp.partition for tp in revoked}):
                 holder["p"].drop_partition(partition)
+
+    @app.timer(HELD_WARNING_S)
+    async def _report_stalls() -> None:
+        for line in metrics.stalled():
+            log.warning("no commit for %.0fs: %s", HELD_WARNING_S, line)
 
     app.fundwatch_processor = processor  # type: ignore[attr-defined]
     app.fundwatch_metrics = metrics  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ class WorkerMetrics(Collector):
         self.last_batch: float | None = None
         self.out: Counter = Counter()  # records produced, per output role
         self.held = 0  # records the reorder buffers hold (uncommitted)
+        self._last_committed: dict[Any, int] = {}
         self.batch_records = BulkHistogram(
             "fundwatch_worker_batch_records", "Records per batch", SIZE_BUCKETS
         )
@@ -82,6 +83,32 @@ class WorkerMetrics(Collector):
             self.held = proc.held_records()
 
     # -- read by the HTTP thread ---------------------------------------------------------------
+    def stalled(self) -> list[str]:
+        """Assigned partitions with records to commit whose committed offset has not moved
+        since the previous call, each with what faust and the processor know about it."""
+        consumer = getattr(self.app, "_consumer", None)
+        proc = self.processor()
+        if consumer is None or proc is None:
+            return []
+        out = []
+        try:
+            previous, self._last_committed = self._last_committed, {}
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                done = consumer._committed_offset.get(tp) or 0
+                self._last_committed[tp] = done
+                if high is None or high <= done or previous.get(tp) != done:
+                    continue
+                out.append(
+                    f"{tp.topic}[{tp.partition}]: committed {done}, end {high}, faust read to "
+                    f"{consumer._read_offset.get(tp)}, {len(consumer._acked.get(tp) or ())} "
+                    f"acknowledged not committed; processor: {proc.reading(tp.topic, tp.partition)}"
+                    f"; {proc.why_held(tp.topic, tp.partition)}"
+                )
+        except Exception:  # a rebalance under way: nothing to say this time
+            return []
+        return out
+
     def lag(self) -> tuple[dict[str, int], int, int]:
         """(lag per topic, records not yet read, assigned partitions), from faust's consumer;
         empty before it runs."""

@@ -206,6 +206,7 @@ class BatchProcessor:
         # checkpoint: next offset to read per source, the restored view of a previous process
         # (next offset, offsets it still held) per source, restored channel floors
         self._read_next: dict[tuple[str, int], int] = {}
+        self._first_read: dict[tuple[str, int], int] = {}  # since assigned, for diagnostics
         self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
@@ -277,7 +278,7 @@ class BatchProcessor:
         for stage in self.stages:
             self._seen.pop((stage, partition), None)
             self._seen_order.pop((stage, partition), None)
-        for bookkeeping in (self._read_next, self._restored, self.floor):
+        for bookkeeping in (self._read_next, self._first_read, self._restored, self.floor):
             for key in [k for k in bookkeeping if k[1] == partition]:
                 del bookkeeping[key]
         self._written.pop(partition, None)
@@ -303,6 +304,8 @@ class BatchProcessor:
         read before was forwarded then; one read and not held any more was also judged."""
         src = (rec.topic, rec.partition)
         if rec.offset >= self._read_next.get(src, -1):
+            if src not in self._read_next:
+                self._first_read[src] = rec.offset
             self._read_next[src] = rec.offset + 1
         restored = self._restored.get(src)
         if restored is None:
@@ -532,6 +535,13 @@ class BatchProcessor:
         """The lowest offset of a record not yet done: nothing at or past it may be committed."""
         offsets = self._held_offsets.get((topic, partition))
         return min(offsets) if offsets else None
+
+    def reading(self, topic: str, partition: int) -> str:
+        """Which offsets of a source this process has read since it was assigned."""
+        src = (topic, partition)
+        if src not in self._read_next:
+            return "nothing read since assigned"
+        return f"read {self._first_read.get(src)}..{self._read_next[src] - 1} since assigned"
 
     def why_held(self, topic: str, partition: int) -> str:
         """Why the lowest held record of a source is not judged yet: for an operator's log."""

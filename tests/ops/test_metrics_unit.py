@@ -264,6 +264,25 @@ def test_worker_lag_counts_held_records_but_a_stall_needs_unread_ones() -> None:
     assert got[("fundwatch_worker_assigned_partitions", ())] == 2
 
 
+def test_worker_reports_partitions_whose_commit_does_not_move() -> None:
+    consumer = _FakeConsumer()
+    consumer._acked = {}
+    proc = SimpleNamespace(
+        reading=lambda t, p: f"read 0..{consumer._read_offset[TP(t, p)]} since assigned",
+        why_held=lambda t, p: "offset 60 held" if p == 0 else "nothing held",
+    )
+    app = SimpleNamespace(state="running", _consumer=consumer)
+    metrics = WorkerMetrics(Settings(), app, lambda: proc)  # type: ignore[arg-type]
+    assert metrics.stalled() == []  # the first look only remembers the committed offsets
+    stalled = metrics.stalled()  # p0: 40 records to commit and no commit since; p1 caught up
+    assert stalled == [
+        "settlement[0]: committed 60, end 100, faust read to 99, 0 acknowledged not committed; "
+        "processor: read 0..99 since assigned; offset 60 held"
+    ]
+    consumer._committed_offset[consumer.tps[0]] = 70  # it moved: nothing to report
+    assert metrics.stalled() == []
+
+
 def test_sink_lag_counts_records_before_the_first_commit() -> None:
     """librdkafka says consumer_lag -1 until the group commits: the backlog is still lag."""
     import json
