@@ -255,9 +255,18 @@ async def _process_batch(
     table: Any,
     app: faust.App,
 ) -> Batch:
+    # Events fetched before a rebalance reach the agent after it (faust's take_events buffer):
+    # their partitions were revoked, and the new owner (maybe this worker again) reads them
+    # again from the committed offset. Judging them here would reopen a revoked partition with
+    # stale buffers, and acknowledging them would mark offsets the new generation has not
+    # judged.
+    generation = app.consumer_generation_id
+    current = [ev for ev in events if ev.message.generation_id == generation]
+    if len(current) < len(events):
+        log.info("skipped %d records fetched before a rebalance", len(events) - len(current))
     records = []
     anchor: dict[int, EventT] = {}
-    for ev in events:
+    for ev in current:
         msg = ev.message
         msg.incref()  # held until the processor is done with it (see below)
         anchor[msg.partition] = ev
@@ -297,7 +306,11 @@ async def _process_batch(
     await _drain(producer)
     # Only now, with their outputs and state delivered, may records be committed. A record the
     # reorder buffer still holds keeps the reference taken above, so faust commits no offset
-    # past it; a crash or a rebalance re-reads it.
+    # past it; a crash or a rebalance re-reads it. After a rebalance during this batch, nothing
+    # is acknowledged: the partitions were revoked and are read again from the committed offset.
+    if app.consumer_generation_id != generation:
+        log.info("a rebalance during the batch: %d records left to be read again", len(batch.done))
+        return batch
     for ev in batch.done:
         await stream.ack(ev)
     return batch

@@ -33,17 +33,20 @@ class WorkerProcess:
         name: str = "worker-1",
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        verbose: bool = False,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.name = name
         self.env = env if env is not None else os.environ.copy()
         self.log_path = log_path
+        self.verbose = verbose  # INFO logs (restores, checkpoints, rebalances) in the log file
         self.proc: subprocess.Popen | None = None
         self._log = None
 
     def start(self) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "streams.cli", "worker", "--name", self.name]
+        cmd = [sys.executable, "-m", "streams.cli", *(["-v"] if self.verbose else []), "worker"]
+        cmd += ["--name", self.name]
         if self.registry is not None:
             cmd += ["--registry", str(self.registry)]
         if self.log_path is not None:

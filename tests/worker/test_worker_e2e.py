@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -81,7 +82,7 @@ class WorkerRun:
 
     def start(self, registry: Path) -> WorkerRun:
         self.worker = WorkerProcess(
-            self.settings, registry, "w", self.env(), log_path=self.tmp / "worker.log"
+            self.settings, registry, "w", self.env(), log_path=self.tmp / "worker.log", verbose=True
         ).start()
         return self
 
@@ -232,6 +233,29 @@ def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     drain(sink, settings, ("alerts",))
     rows = store.scalar(f"SELECT count() FROM `{store.database}`.alerts FINAL")
     assert rows == len({a["alert_id"] for a in reference["alerts"]}), (stops, len(got))
+
+
+def test_a_worker_that_lost_its_disk_restores_its_state_from_the_changelog(
+    world: dict, reference: dict
+) -> None:
+    """Between a stop and a restart the worker's RocksDB directory is deleted: faust rebuilds
+    the detector states and checkpoints from the changelog topic alone, and the alerts are the
+    reference's."""
+    run = WorkerRun(world["settings"], world["inputs"], world["tmp"], "wiped")
+    run.start(world["registry"])
+    committed, end = wait_for_progress(run, 0.5)
+    assert run.stop() == 0, run.log()
+    state = run.settings.data_dir / "worker" / run.settings.worker_app_id / "w"
+    assert list(state.rglob("detector-state-*.db"))
+    shutil.rmtree(state)
+    run.start(world["registry"])
+    try:
+        run.worker.wait_caught_up()
+    finally:
+        assert run.stop() == 0, run.log()
+    assert committed < end  # stopped mid-stream
+    assert list(state.rglob("detector-state-*.db"))  # rebuilt
+    assert_same_alerts(run.alerts(), reference["alerts"])
 
 
 @pytest.mark.xfail(
