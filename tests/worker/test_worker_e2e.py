@@ -258,12 +258,6 @@ def test_a_worker_that_lost_its_disk_restores_its_state_from_the_changelog(
     assert_same_alerts(run.alerts(), reference["alerts"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: after a rebalance the new owner sometimes never commits past the head of one "
-    "repartition partition although every record is judged and acknowledged (docs/worker.md, "
-    "'Known gap'); seen in about one run in three before the restore was made rebalance-safe",
-)
 def test_two_workers_share_the_partitions_and_raise_the_same_alerts(
     world: dict, reference: dict
 ) -> None:
