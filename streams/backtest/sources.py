@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -85,8 +86,8 @@ def kafka_records(
     time; watermark records included, they carry the producers' progress). Each partition is read
     from `offsets_for_times(from)` to `offsets_for_times(to)` by an assigned consumer of a
     throwaway group that commits nothing. Consumption order: the processor's reorder buffer
-    judges in event-time order whatever the interleaving; partitions more than `ALIGN_MS` of
-    event time ahead of the slowest are paused, so the buffers hold minutes, not days."""
+    judges in event-time order whatever the interleaving; the reader merges the partitions in
+    event time so that buffer stays small (`_consume`)."""
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -95,6 +96,9 @@ def kafka_records(
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
+            # history is all there: a fetch that finds a partition at its end must not wait the
+            # default 500 ms, or a resumed partition waits for it (see _pause_far_ahead)
+            "fetch.wait.max.ms": 10,
         }
     )
     topics = {role: getattr(settings.topics, role).name for role in INPUT_ROLES}
@@ -132,11 +136,9 @@ def kafka_records(
     )
 
 
-ALIGN_MS = 10 * 60_000
-"""How far (event time) a partition may run ahead of the slowest one still being read. The
-stages judge an event only once every input has passed it; a partition fetched days ahead of
-the others would wait in the reorder buffers, and a city week read without this bound held
-gigabytes."""
+MAX_AHEAD = 200_000
+"""Records fetched ahead of the slowest partition that the reader keeps before it pauses the
+partitions furthest ahead (a city day on one partition is about 100,000 records)."""
 
 
 def _consume(
@@ -149,6 +151,13 @@ def _consume(
     on_read: Callable[[int], None] | None,
     stall_timeout_s: float,
 ) -> Iterator[SourceRecord]:
+    """The records of every partition, merged in event-time order as far as the partitions
+    still being read allow: a record is released once every such partition has reached its
+    time. librdkafka may fetch one partition days ahead of another; released in its order, the
+    records of the fast partition would wait in the stages' reorder buffers as decoded events
+    (gigabytes over a city week). Here they wait as raw records, and past MAX_AHEAD of them the
+    partitions furthest ahead are paused (resuming drops librdkafka's prefetch and costs a
+    fetch, so a small world is never paused)."""
     role_of = {name: role for role, name in topics.items()}
     try:
         if not bounds:
@@ -157,10 +166,12 @@ def _consume(
         active = set(bounds)
         next_offset = {tp: start for tp, (start, _) in bounds.items()}
         read_to = dict.fromkeys(bounds, from_ms)  # event time each partition has reached
+        ahead: list[tuple[int, int, SourceRecord]] = []  # (time, sequence, record): a heap
+        seq = itertools.count()
         paused: set[tuple[str, int]] = set()
         last_data = time.monotonic()
         while active:
-            _align(consumer, active, read_to, paused)
+            _pause_far_ahead(consumer, active, read_to, paused, len(ahead))
             messages = consumer.consume(2_000, timeout=0.2)
             if messages:
                 last_data = time.monotonic()
@@ -194,32 +205,39 @@ def _consume(
                     stats.out_of_range += 1
                     continue
                 stats.read += 1
-                yield SourceRecord(
+                rec = SourceRecord(
                     role_of[tp[0]], tp[0], tp[1], msg.offset(), msg.key(), msg.value(), ts
                 )
+                heapq.heappush(ahead, (ts, next(seq), rec))
+            limit = min((read_to[tp] for tp in active), default=None)
+            while ahead and (limit is None or ahead[0][0] <= limit):
+                yield heapq.heappop(ahead)[2]
+        while ahead:
+            yield heapq.heappop(ahead)[2]
     finally:
         consumer.close()
 
 
-def _align(
+def _pause_far_ahead(
     consumer: Consumer,
     active: set[tuple[str, int]],
     read_to: dict[tuple[str, int], int],
     paused: set[tuple[str, int]],
+    waiting: int,
 ) -> None:
-    """Pause the partitions more than ALIGN_MS ahead of the slowest active one, resume the
-    others. The slowest is never paused, so reading always progresses."""
+    """With more than MAX_AHEAD records waiting, pause the active partitions ahead of the
+    slowest one; resume them all once fewer than half wait. The slowest is never paused, so
+    reading always progresses."""
     paused &= active
-    if not active:
-        return
-    low = min(read_to[tp] for tp in active)
-    ahead = {tp for tp in active if read_to[tp] > low + ALIGN_MS}
-    if ahead - paused:
-        consumer.pause([TopicPartition(t, p) for t, p in ahead - paused])
-    if paused - ahead:
-        consumer.resume([TopicPartition(t, p) for t, p in paused - ahead])
-    paused.clear()
-    paused.update(ahead)
+    if waiting > MAX_AHEAD:
+        low = min(read_to[tp] for tp in active)
+        more = {tp for tp in active if read_to[tp] > low} - paused
+        if more:
+            consumer.pause([TopicPartition(t, p) for t, p in more])
+            paused |= more
+    elif paused and waiting < MAX_AHEAD // 2:
+        consumer.resume([TopicPartition(t, p) for t, p in paused])
+        paused.clear()
 
 
 # --- ClickHouse ----------------------------------------------------------------------------
