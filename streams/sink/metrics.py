@@ -69,6 +69,11 @@ class SinkCollector(Collector):
             "Failed store inserts (each is retried with backoff)",
             value=stats.store_failures,
         )
+        yield CounterMetricFamily(
+            "fundwatch_sink_commit_failures",
+            "Offset commits given up (left to the next batch's commit; rows already stored)",
+            value=stats.commit_failures,
+        )
         yield GaugeMetricFamily(
             "fundwatch_sink_store_up",
             "1 while the store accepts inserts",

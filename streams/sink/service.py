@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from schemas.codec import Codec, CodecError
 from schemas.validation import InvalidEvent, validate
@@ -38,6 +38,19 @@ from streams.store.client import Store
 from streams.store.tables import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
+
+COMMIT_PATIENCE_S = 60.0
+"""How long a commit waits for the group coordinator to come back (a broker restart)."""
+_COORDINATOR_WAIT = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError._ALL_BROKERS_DOWN,
+}
 
 SINK_ROLES = (
     "settlement", "trace_scan", "face_verify", "alerts", "aggregates", "dead_letters", "sim_labels",
@@ -69,6 +82,7 @@ class SinkStats:
     latest_alerts: deque = field(default_factory=lambda: deque(maxlen=6))  # (time, id, kind, text)
     dead_by_reason: Counter = field(default_factory=Counter)  # (topic, reason code)
     batches: int = 0
+    commit_failures: int = 0  # commits given up (left to the next batch's commit)
     store_failures: int = 0
     store_up: bool = True  # false from a failed insert until the next successful one
     assigned: int = 0  # partitions assigned to this consumer
@@ -100,6 +114,7 @@ class SinkStats:
             "state": self.state,
             "batches": self.batches,
             "store_failures": self.store_failures,
+            "commit_failures": self.commit_failures,
             "topics": {t: vars(s).copy() for t, s in self.topics.items()},
             "rows": dict(self.rows),
         }
@@ -127,6 +142,7 @@ class Sink:
         self._stop = threading.Event()
         self._rows: dict[str, list[Row]] = defaultdict(list)
         self._pending: dict[tuple[str, int], int] = {}  # next offset to commit
+        self._commit_due: dict[tuple[str, int], int] = {}  # stored, commit not yet accepted
         self.committed: dict[tuple[str, int], int] = {}  # committed next offsets, per partition
         self._pending_counts: dict[str, int] = defaultdict(int)
         self._pending_dead: dict[str, int] = defaultdict(int)
@@ -294,9 +310,7 @@ class Sink:
         self._store_with_retry()
         self.ranking.after_store()  # learn the stored reviews, checkpoint before the commit
         self._deliver_dead_letters()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
-        self.committed.update(self._pending)
+        self._commit(dict(self._pending))
         for topic, n in self._pending_counts.items():
             self.stats.topics[topic].stored += n
         self._pending.clear()
@@ -310,6 +324,36 @@ class Sink:
         self._batch_read = 0
         self._batch_ts.clear()
         self._batch_started = time.monotonic()
+
+    def _commit(self, pending: dict[tuple[str, int], int]) -> None:
+        """Commit the stored batch's offsets. A coordinator that moved or is loading (a broker
+        restart) is waited for, with backoff, up to COMMIT_PATIENCE_S; a commit the group
+        refuses (it rebalanced) or that keeps failing is left to the next batch's commit, or to
+        a re-delivery: the rows are stored and their ids make a second copy replace the first.
+        Never raised: the sink keeps running."""
+        self._commit_due.update(pending)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._commit_due.items()]
+        backoff, deadline = 0.25, time.monotonic() + COMMIT_PATIENCE_S
+        while True:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code in _COORDINATOR_WAIT and time.monotonic() + backoff < deadline:
+                    log.warning("offset commit: %s; retrying in %.2fs", err, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self.stats.commit_failures += 1
+                log.warning(
+                    "offset commit failed (%s): %d partitions left to the next commit; their "
+                    "rows are stored, a re-delivery replaces them", err, len(offsets),
+                )  # fmt: skip
+                return
+            break
+        self.committed.update(self._commit_due)
+        self._commit_due.clear()
 
     def _store_with_retry(self) -> None:
         backoff = 0.5
