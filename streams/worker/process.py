@@ -92,25 +92,15 @@ class WorkerProcess:
         raise AssertionError("unreachable")
 
     def _progress(self) -> tuple[int, int]:
-        s = self.settings
-        names = [getattr(s.topics, role).name for role in SOURCE_ROLES]
-        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id})
-        try:
-            metadata = consumer.list_topics(timeout=10)
-            tps = [
-                TopicPartition(name, p)
-                for name in names
-                if name in metadata.topics
-                for p in metadata.topics[name].partitions
-            ]
-            committed = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
-            end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        finally:
-            consumer.close()
-        return committed, end
+        offsets = self._offsets()
+        return sum(c for _, c, _ in offsets), sum(e for _, _, e in offsets)
 
     def lagging(self) -> dict[str, int]:
         """`topic[partition]` → records not committed yet, for the partitions that lag."""
+        return {name: end - done for name, done, end in self._offsets() if end > done}
+
+    def _offsets(self) -> list[tuple[str, int, int]]:
+        """(`topic[partition]`, committed offset, end offset) of every source partition."""
         s = self.settings
         names = [getattr(s.topics, role).name for role in SOURCE_ROLES]
         consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id})
@@ -122,14 +112,16 @@ class WorkerProcess:
                 if name in metadata.topics
                 for p in metadata.topics[name].partitions
             ]
-            lag = {}
-            for tp in consumer.committed(tps, timeout=10):
-                end = consumer.get_watermark_offsets(tp, timeout=10)[1]
-                if end > max(tp.offset, 0):
-                    lag[f"{tp.topic}[{tp.partition}]"] = end - max(tp.offset, 0)
+            return [
+                (
+                    f"{tp.topic}[{tp.partition}]",
+                    max(tp.offset, 0),
+                    consumer.get_watermark_offsets(tp, timeout=10)[1],
+                )
+                for tp in consumer.committed(tps, timeout=10)
+            ]
         finally:
             consumer.close()
-        return lag
 
     def wait_caught_up(self, timeout_s: float = 300, checks: int = 3) -> None:
         """Block until the worker has committed everything in its topics, `checks` times in a
