@@ -205,7 +205,14 @@ class Replica:
                 self._offsets[(out.role, part)] = off + 1
                 self._feedback.append(
                     SourceRecord(
-                        out.role, out.role, part, off, out.key, out.value, out.timestamp_ms
+                        out.role,
+                        out.role,
+                        part,
+                        off,
+                        out.key,
+                        out.value,
+                        out.timestamp_ms,
+                        origin=out.origin,
                     )
                 )
         for _, key, state in self.proc.dirty_state():

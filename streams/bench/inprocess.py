@@ -415,7 +415,16 @@ def run_processor(
                 off = offsets.get((out.role, p), 0)
                 offsets[(out.role, p)] = off + 1
                 feedback.append(
-                    SourceRecord(out.role, out.role, p, off, out.key, out.value, out.timestamp_ms)
+                    SourceRecord(
+                        out.role,
+                        out.role,
+                        p,
+                        off,
+                        out.key,
+                        out.value,
+                        out.timestamp_ms,
+                        origin=out.origin,
+                    )
                 )
         for _, key, state in proc.dirty_state():
             writes += 1

@@ -36,7 +36,15 @@ from models.runner import wall_clock_ms
 from streams.config import Settings
 from streams.worker.atomic import atomic_writes
 from streams.worker.metrics import WorkerMetrics
-from streams.worker.processor import Batch, BatchProcessor, SourceRecord
+from streams.worker.processor import (
+    ORIGIN_HEADER,
+    Batch,
+    BatchProcessor,
+    Origin,
+    SourceRecord,
+    origin_header,
+    parse_origin,
+)
 from streams.worker.routing import SOURCE_ROLES
 
 log = logging.getLogger(__name__)
@@ -274,14 +282,17 @@ async def _process_batch(
             SourceRecord(
                 role_of[msg.topic], msg.topic, msg.partition, msg.offset, msg.key, msg.value,
                 int(msg.timestamp * 1000) if msg.timestamp else None, ev,
+                _origin_of(msg.headers) if msg.headers else None,
             )
         )  # fmt: skip
     batch = proc.process(records)
     producer = app.producer
     for rec in batch.out:
+        headers = [origin_header(rec.origin)] if rec.origin is not None else None
         await producer.send(
-            out_names[rec.role], rec.key, rec.value, rec.partition, rec.timestamp_ms / 1000.0, None
-        )
+            out_names[rec.role], rec.key, rec.value, rec.partition, rec.timestamp_ms / 1000.0,
+            headers,
+        )  # fmt: skip
     # Outputs first: a state that says "alert raised" must never outlive a lost alert. If we
     # stop between here and the acks, the records are re-read and re-judged; their alerts come
     # out again with the same ids.
@@ -339,6 +350,15 @@ async def _drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
             )
         await buffer.flush()
     await producer.flush()
+
+
+def _origin_of(headers: Any) -> Origin | None:
+    """The origin header of a repartitioned copy (faust gives headers as a list or a dict)."""
+    items = headers.items() if hasattr(headers, "items") else headers
+    for name, value in items:
+        if name == ORIGIN_HEADER and value:
+            return parse_origin(value)
+    return None
 
 
 def _no_clock() -> None:

@@ -72,6 +72,7 @@ class SourceRecord:
     value: bytes | None
     timestamp_ms: int | None
     ref: Any = None  # the caller's handle (the faust event), returned when the record is done
+    origin: Origin | None = None  # of a repartitioned copy: the input record it copies
 
 
 @dataclass(slots=True)
@@ -108,6 +109,26 @@ class OutRecord:
     value: bytes
     timestamp_ms: int
     partition: int | None = None
+    origin: Origin | None = None  # of a forwarded copy (sent as a header, see `origin_header`)
+
+
+Origin = tuple[str, int, int, int]
+"""A forwarded copy's origin: input role, partition, offset, and the copy's number among the
+copies of that record (a settlement goes to two staff keys of one topic)."""
+ORIGIN_HEADER = "fw-origin"
+
+
+def origin_header(origin: Origin) -> tuple[str, bytes]:
+    return ORIGIN_HEADER, "|".join(map(str, origin)).encode()
+
+
+def parse_origin(value: bytes) -> Origin | None:
+    """The origin in a copy's header; None for a malformed one (the copy is judged normally)."""
+    try:
+        role, partition, offset, copy = value.decode().split("|")
+        return role, int(partition), int(offset), int(copy)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -187,6 +208,9 @@ class BatchProcessor:
         # repartition topics whose stage has a detector to feed (none for the group stage of a
         # configuration without peer_deviation)
         self._forwarded_events: dict[bytes, dict[str, Any]] = {}
+        # per (repartition role, partition, origin role, origin partition): the highest
+        # (offset, copy) of the copies read (see `_copy_seen`)
+        self._origin_high: dict[tuple[str, int, str, int], tuple[int, int]] = {}
         self._forwarded_roles = {
             role for role in REPARTITION_ROLES if any(self.stages[s] for s in STAGES_OF_ROLE[role])
         }
@@ -278,7 +302,13 @@ class BatchProcessor:
         for stage in self.stages:
             self._seen.pop((stage, partition), None)
             self._seen_order.pop((stage, partition), None)
-        for bookkeeping in (self._read_next, self._first_read, self._restored, self.floor):
+        for bookkeeping in (
+            self._read_next,
+            self._first_read,
+            self._restored,
+            self.floor,
+            self._origin_high,
+        ):
             for key in [k for k in bookkeeping if k[1] == partition]:
                 del bookkeeping[key]
         self._written.pop(partition, None)
@@ -286,6 +316,9 @@ class BatchProcessor:
 
     # -- checkpoint -------------------------------------------------------------------------
     def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
+        for role, orole, opart, offset, copy in saved.get("org", ()):
+            key = (role, partition, orole, opart)
+            self._origin_high[key] = max(self._origin_high.get(key, (-1, -1)), (offset, copy))
         for topic, (nxt, held) in saved.get("src", {}).items():
             self._restored[(topic, partition)] = (nxt, set(held))
         for role, value in saved.get("ch", {}).items():
@@ -321,6 +354,23 @@ class BatchProcessor:
             return True, False
         return True, True
 
+    def _copy_seen(self, rec: SourceRecord, read_before: bool) -> bool:
+        """A repartitioned copy whose input record was copied here before: a worker killed
+        after sending a batch's copies and before its checkpoint forwards them again after the
+        restart. Copies of one input partition arrive in its offset order, so one high-water
+        mark per (channel, origin partition), kept in the checkpoint, finds the second copy
+        even when a restart separates the two (the event-id dedup is in memory). Copies read
+        before the checkpoint are the restored view's business (judged or held)."""
+        assert rec.origin is not None
+        orole, opart, offset, copy = rec.origin
+        key = (rec.role, rec.partition, orole, opart)
+        high = self._origin_high.get(key)
+        if high is not None and (offset, copy) <= high and not read_before:
+            return True
+        if high is None or (offset, copy) > high:
+            self._origin_high[key] = (offset, copy)
+        return False
+
     def _checkpoint(self, partition: int) -> dict[str, Any]:
         """Where partition `partition` stands, consistent with the states written with it."""
         src: dict[str, list[Any]] = {}
@@ -343,7 +393,12 @@ class BatchProcessor:
             value = min(self._channel(role, partition), oldest.get(role, -NEVER))
             if value != NEVER:
                 channels[role] = value
-        return {"src": src, "ch": channels}
+        origins = [
+            [role, orole, opart, *high]
+            for (role, p, orole, opart), high in sorted(self._origin_high.items())
+            if p == partition
+        ]
+        return {"src": src, "ch": channels, "org": origins}
 
     # -- event time -------------------------------------------------------------------------
     def _channel(self, role: str, partition: int) -> int:
@@ -427,6 +482,10 @@ class BatchProcessor:
                 touched.update((stage, rec.partition) for stage in STAGES_OF_ROLE[rec.role])
                 batch.done.append(rec.ref)
                 continue
+            if rec.origin is not None and self._copy_seen(rec, forwarded):
+                self.stats.duplicates[rec.role] += 1  # forwarded twice around a crash
+                batch.done.append(rec.ref)
+                continue
             if replay:  # judged and forwarded before the restart: its progress only
                 self.stats.replayed[rec.role] += 1
                 if rec.role in INPUT_ROLES:
@@ -440,7 +499,10 @@ class BatchProcessor:
                     copies = 0
                     for role, key in repartition_keys(rec.role, event):
                         if role in self._forwarded_roles:
-                            batch.out.append(OutRecord(role, key.encode(), rec.value, ts))
+                            origin = (rec.role, rec.partition, rec.offset, copies)
+                            batch.out.append(
+                                OutRecord(role, key.encode(), rec.value, ts, None, origin)
+                            )
                             copies += 1
                     if copies:
                         self._remember_forwarded(rec.value, event)

@@ -70,11 +70,11 @@ def kill_reference(kill_world: World) -> dict:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open (about 1 run in 10): a kill after a batch's forwarded copies are flushed but "
-    "before its checkpoint makes the restarted worker forward them again; when a second kill "
-    "separates the two copies, the stage's in-memory dedup misses the second and judges it "
-    "again (an extra drug_swap alert). Fix: dedup copies by origin offset, checkpointed. "
-    "docs/reliability.md, 'Known gaps'",
+    reason="failed about 1 run in 10 until 2026-12-02: a kill after a batch's forwarded copies "
+    "are flushed but before its checkpoint makes the restarted worker forward them again, and "
+    "a second kill between the two copies had the second judged again (an extra drug_swap "
+    "alert). Fixed by the origin dedup of copies (5 of 5 runs since); the mark stays until "
+    "more runs confirm it. docs/reliability.md, 'Known gaps'",
 )
 def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     kill_world: World, request: pytest.FixtureRequest, store

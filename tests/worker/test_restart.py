@@ -33,14 +33,22 @@ ROLES = (*INPUTS, *REPARTITION_ROLES)
 class Log:
     """Topics as lists of (key, value, timestamp) per partition."""
 
-    records: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = field(
+    records: dict[tuple[str, int], list[tuple[bytes, bytes, int, Any]]] = field(
         default_factory=lambda: defaultdict(list)
     )
 
-    def append(self, role: str, key: bytes, value: bytes, ts: int, partition: int | None) -> None:
+    def append(
+        self,
+        role: str,
+        key: bytes,
+        value: bytes,
+        ts: int,
+        partition: int | None,
+        origin: Any = None,
+    ) -> None:
         if partition is None:
             partition = zlib.crc32(key) % PARTITIONS
-        self.records[(role, partition)].append((key, value, ts))
+        self.records[(role, partition)].append((key, value, ts, origin))
 
 
 @dataclass
@@ -65,8 +73,10 @@ class Consumer:
                 pos, log = self.position.get(src, 0), self.log.records[src]
                 n = per_partition * (10 if p in self.fast and role in INPUTS else 1)
                 for offset in range(pos, min(pos + n, len(log))):
-                    key, value, ts = log[offset]
-                    out.append(SourceRecord(role, role, p, offset, key, value, ts, (src, offset)))
+                    key, value, ts, origin = log[offset]
+                    out.append(
+                        SourceRecord(role, role, p, offset, key, value, ts, (src, offset), origin)
+                    )
                 self.position[src] = min(pos + n, len(log))
         return out
 
@@ -132,7 +142,9 @@ def run(
         batch = proc.process(records)
         for rec in batch.out:  # sent and flushed
             if rec.role in REPARTITION_ROLES:
-                log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
+                log.append(
+                    rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin
+                )
         alerts.update(a.alert_id for a in batch.alerts)
         batch_no += 1
         crash = batch_no in crash_after
@@ -174,7 +186,9 @@ def run_pair(
             batch = proc.process(records)
             for rec in batch.out:
                 if rec.role in REPARTITION_ROLES:
-                    log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition)
+                    log.append(
+                        rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin
+                    )
             alerts.update(a.alert_id for a in batch.alerts)
             for _, key, state in proc.dirty_state():
                 if state is None:
