@@ -91,17 +91,7 @@ def read_events(
     }
     consumer = Consumer(conf)
     try:
-        ends: dict[tuple[str, int], int] = {}
-        names = [getattr(settings.topics, role).name for role in roles]
-        meta = consumer.list_topics(timeout=10)
-        assign = []
-        for name in names:
-            for p in meta.topics[name].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                if high > low:
-                    ends[(name, p)] = high
-                    assign.append(TopicPartition(name, p, low))
-        consumer.assign(assign)
+        ends = _assign_whole(consumer, [getattr(settings.topics, r).name for r in roles])
         decode = codec.decode_with_info
         last_data = time.monotonic()
         while ends:
@@ -157,6 +147,22 @@ def measure_floor(settings: Settings) -> FloorResult:
     return FloorResult(stats.events, stats.control, time.perf_counter() - t0)
 
 
+def _assign_whole(consumer: Consumer, names: list[str]) -> dict[tuple[str, int], int]:
+    """Assign every non-empty partition of the topics from its start; returns its end offset
+    at this moment, per (topic, partition): what the bench reads up to."""
+    meta = consumer.list_topics(timeout=10)
+    ends: dict[tuple[str, int], int] = {}
+    assign = []
+    for name in names:
+        for p in meta.topics[name].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            if high > low:
+                ends[(name, p)] = high
+                assign.append(TopicPartition(name, p, low))
+    consumer.assign(assign)
+    return ends
+
+
 def read_raw(settings: Settings, roles: Iterable[str] = INPUT_ROLES) -> list[SourceRecord]:
     """Every record of the topics (watermarks included) as the worker's processor receives it,
     ordered by record timestamp (roughly how a consumer interleaves partitions)."""
@@ -165,19 +171,8 @@ def read_raw(settings: Settings, roles: Iterable[str] = INPUT_ROLES) -> list[Sou
     )
     out: list[SourceRecord] = []
     try:
-        meta = consumer.list_topics(timeout=10)
-        ends: dict[tuple[str, int], int] = {}
-        assign = []
-        role_of = {}
-        for role in roles:
-            name = getattr(settings.topics, role).name
-            role_of[name] = role
-            for p in meta.topics[name].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                if high > low:
-                    ends[(name, p)] = high
-                    assign.append(TopicPartition(name, p, low))
-        consumer.assign(assign)
+        role_of = {getattr(settings.topics, role).name: role for role in roles}
+        ends = _assign_whole(consumer, list(role_of))
         while ends:
             for msg in consumer.consume(10_000, timeout=1.0):
                 if msg.error():
