@@ -33,11 +33,15 @@ def kafka_settings() -> Settings:
 @pytest.fixture
 def topics(kafka_settings: Settings) -> Iterator[Topics]:
     """FundWatch's topics under names unique to this test (`<name>-<8 hex>`), created with
-    their configured partitions and retention; deleted after the test."""
+    their configured partitions; deleted after the test.
+
+    They keep every record (retention -1): tests replay fixed dates, and the inputs' 30-day
+    retention counts from the event time, so once such a date is a month old the broker would
+    delete a test's input within a minute of producing it (the retention check interval)."""
     suffix = uuid.uuid4().hex[:8]
     unique = Topics(
         **{
-            field: spec.model_copy(update={"name": f"{spec.name}-{suffix}"})
+            field: spec.model_copy(update={"name": f"{spec.name}-{suffix}", "retention_ms": -1})
             for field, spec in kafka_settings.topics
         }
     )

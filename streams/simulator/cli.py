@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,24 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def _warn_past_retention(settings: Any, start_ms: int) -> None:
+    """Input topics age by event time: records older than their retention are deleted by the
+    broker's next retention check (within a minute), before a worker or a backtest reads them."""
+    retention = min(spec.retention_ms for spec in settings.topics.inputs())
+    if retention < 0:
+        return
+    age_ms = int(time.time() * 1000) - start_ms
+    if age_ms > retention:
+        days = retention / 86_400_000
+        log.warning(
+            "--start is %.1f days ago but the input topics keep %g days (by event time): the "
+            "broker deletes the older records within a minute; pick a later --start or raise "
+            "FUNDWATCH_TOPICS__SETTLEMENT__RETENTION_MS (and the other inputs)",
+            age_ms / 86_400_000,
+            days,
+        )
+
+
 def run_from_args(args: argparse.Namespace, settings: Any) -> int:
     """Run `fundwatch simulate`; returns the exit code."""
     from streams.simulator.output import (
@@ -209,6 +228,7 @@ def run_from_args(args: argparse.Namespace, settings: Any) -> int:
                 from streams.stack.topics import ensure_topics
 
                 ensure_topics(settings, settings.topics.all())
+                _warn_past_retention(settings, sim.start_ms)
                 summary = produce_to_kafka(
                     settings,
                     records,

@@ -205,3 +205,18 @@ def test_interrupted_run_keeps_what_was_written(tmp_path: Path):
         with (tmp_path / f"{topic}.avro").open("rb") as fh:
             total += sum(1 for _ in fastavro.reader(fh))
     assert total == 700
+
+
+def test_a_start_older_than_the_inputs_retention_is_warned(caplog: pytest.LogCaptureFixture):
+    """The broker deletes input records older than retention (by event time) within a minute."""
+    from streams.simulator.cli import _warn_past_retention
+
+    settings = Settings()
+    now_ms = int(time.time() * 1000)
+    retention = settings.topics.settlement.retention_ms
+    with caplog.at_level("WARNING", logger="streams.simulator"):
+        _warn_past_retention(settings, now_ms - retention + 3_600_000)
+        assert not caplog.records
+        _warn_past_retention(settings, now_ms - retention - 3_600_000)
+    assert len(caplog.records) == 1
+    assert "input topics keep 30 days" in caplog.records[0].getMessage()
