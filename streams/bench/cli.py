@@ -236,6 +236,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             "processor_eps",
             "replay_eps",
             "live_eps_per_worker",
+            "faust_floor_eps",
         )
     }
     result["elapsed_s"] = time.monotonic() - started
@@ -271,6 +272,7 @@ def _live_phases(
         phases: list[tuple[str, int, float | None]] = [
             ("rate", rate_events, args.rate),
             ("max", max_events, None),
+            ("faust_floor", max_events, None),  # faust alone: no decode, no work (bare_faust)
         ]
         if args.profile:  # a phase of its own: the profiler must not slow the figures
             phases.append(("profile", min(max_events, 20_000), None))
@@ -289,6 +291,7 @@ def _live_phases(
                 immediate,
                 say=say,
                 profile_path=profile,
+                bare=phase == "faust_floor",
             )
             if profile is not None:
                 profiles["live_worker"] = report_from_file(
@@ -306,6 +309,7 @@ def _live_phases(
         store.close()
     by = {p["phase"]: p for p in result["live"]}
     result["live_eps_per_worker"] = by["max"]["worker_eps"]
+    result["faust_floor_eps"] = by["faust_floor"]["worker_eps"]
     result["live_p50_latency_s"] = by["rate"]["latency"]["p50_s"]
     result["live_p99_latency_s"] = by["rate"]["latency"]["p99_s"]
     result["live_offered_eps"] = args.rate

@@ -125,6 +125,27 @@ class ProfiledWorker(WorkerProcess):
         return self
 
 
+class BareFaustWorker(WorkerProcess):
+    """faust's per-record floor (`streams/bench/bare_faust.py`): the worker's consumer set-up
+    acknowledging every record and doing nothing else."""
+
+    def start(self) -> BareFaustWorker:
+        import subprocess
+        import sys
+
+        assert self.log_path is not None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.bench.bare_faust"],
+            env=self.env,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        return self
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a worker subprocess bound to these settings' topics and group."""
     env = os.environ.copy()
@@ -221,9 +242,11 @@ def run_live(
     timeout_s: float = 600,
     say: Any = print,
     profile_path: Path | None = None,
+    bare: bool = False,
 ) -> LiveResult:
     """One live phase on topics of its own: start the worker (wait for its group), then
-    produce `events` events at `rate` (None: max) while the sink stores everything."""
+    produce `events` events at `rate` (None: max) while the sink stores everything. `bare`
+    runs faust's floor (`BareFaustWorker`) in place of the worker."""
     topics = BenchTopics(base, run_id, phase, work_dir / phase).create()
     settings = topics.settings
     records = workload.prefix(events)
@@ -231,7 +254,10 @@ def run_live(
     result = LiveResult(phase, rate, n_events, 0)
     log_path = work_dir / phase / "worker.log"
     worker: WorkerProcess
-    if profile_path is not None:
+    if bare:
+        worker = BareFaustWorker(settings, None, name="bare", env=worker_env(settings),
+                                 log_path=log_path)  # fmt: skip
+    elif profile_path is not None:
         worker = ProfiledWorker(
             settings,
             workload.registry_dir,

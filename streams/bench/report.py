@@ -83,6 +83,12 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
             "ev/s",
             "one worker subprocess at max offered load, input records committed / s",
         ),
+        (
+            "faust floor",
+            result.get("faust_floor_eps"),
+            "ev/s",
+            "faust alone at max load: the worker's consumer set-up acknowledging every record",
+        ),
     ]
     for name, value, unit, note in rows:
         r = ratio(value, floor) if name != "floor" else 1.0

@@ -34,11 +34,12 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
     assert len(stamped) == 1 and json.loads(stamped[0].read_text()) == latest
     for key in REQUIRED_KEYS:
         assert key in latest, key
-    for key in ("floor_eps", "detectors_eps", "replay_eps", "live_eps_per_worker"):
+    for key in ("floor_eps", "detectors_eps", "replay_eps", "live_eps_per_worker",
+                "faust_floor_eps"):  # fmt: skip
         assert latest[key] > 0, key
     assert latest["bytes_per_person"] > 0
     assert latest["workload"]["events"] == 1500
-    assert {p["phase"] for p in latest["live"]} == {"rate", "max"}
+    assert {p["phase"] for p in latest["live"]} == {"rate", "max", "faust_floor"}
     for phase in latest["live"]:
         assert not phase["timed_out"]
         assert phase["latency"]["unmatched"] == 0
