@@ -9,8 +9,11 @@ The same property on the real broker, with a real worker process: test_worker_e2
 
 from __future__ import annotations
 
+import json
+import random
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +52,30 @@ class Log:
         if partition is None:
             partition = zlib.crc32(key) % PARTITIONS
         self.records[(role, partition)].append((key, value, ts, origin))
+
+
+class SerializedTable(MutableMapping[str, Any]):
+    """The state table as RocksDB holds it: values stored serialized, so a state the processor
+    mutates in memory is not also mutated in the table (a plain dict would alias them, and a
+    kill before the state write would seem to keep the batch's changes)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return json.loads(self.data[key])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = json.dumps(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 @dataclass
@@ -121,7 +148,7 @@ def watermark(log: Log, codec: Codec, time_ms: int) -> None:
             log.append(role, b"__watermark__", value, time_ms, p)
 
 
-def new_processor(table: dict) -> BatchProcessor:
+def new_processor(table: MutableMapping[str, Any]) -> BatchProcessor:
     detectors = [*default_detectors(), InstitutionHourAggregator()]
     return BatchProcessor(detectors, table, partitions=PARTITIONS)
 
@@ -132,7 +159,7 @@ def run(
     """Run to the end, crashing after the given batch numbers: after the batch's outputs and
     state are written (a stop), or `before_state` (a kill between the sends and the state
     write). Returns the alert ids and the number of records judged, over all processors."""
-    table: dict[str, Any] = {}
+    table = SerializedTable()
     alerts: set[str] = set()
     judged = 0
     proc, consumer = new_processor(table), Consumer(log, {})
@@ -173,7 +200,7 @@ def run_pair(
 ) -> set[str]:
     """Two workers of one group: the second joins after `handover_at` batches and takes the
     partitions `moved`, which continue from their committed offsets, state and checkpoint."""
-    table: dict[str, Any] = {}
+    table = SerializedTable()
     committed: dict[tuple[str, int], int] = {}
     alerts: set[str] = set()
     workers = [(new_processor(table), Consumer(log, committed, fast=set(fast)))]
@@ -265,3 +292,86 @@ def test_duplicated_input_records_are_judged_once(reference: tuple[set[str], int
     alerts, judged = run(log, set())
     assert alerts == reference[0]
     assert judged == reference[1]
+
+
+@dataclass
+class UnevenConsumer(Consumer):
+    """A consumer whose sources arrive unevenly, as a broker's fetches do: each poll takes a
+    random number of records from each source (none, a few, many) and interleaves the sources
+    at random, keeping each source's offset order."""
+
+    rng: random.Random = field(default_factory=random.Random)
+
+    def poll(self, per_partition: int) -> list[SourceRecord]:
+        by_source: list[list[SourceRecord]] = []
+        for role in ROLES:
+            for p in sorted(self.owned):
+                src = (role, p)
+                pos, log = self.position.get(src, 0), self.log.records[src]
+                n = self.rng.choice((0, 0, 1, 3, per_partition, 4 * per_partition))
+                end = min(pos + n, len(log))
+                by_source.append(
+                    [
+                        SourceRecord(role, role, p, o, *log[o][:3], (src, o), log[o][3])
+                        for o in range(pos, end)
+                    ]
+                )
+                self.position[src] = end
+        queues = [list(reversed(q)) for q in by_source if q]
+        out = []
+        while queues:
+            queue = self.rng.choice(queues)
+            out.append(queue.pop())
+            if not queue:
+                queues.remove(queue)
+        return out
+
+    def at_end(self) -> bool:
+        return all(self.position.get(src, 0) >= len(v) for src, v in self.log.records.items())
+
+
+def run_uneven(log: Log, seed: int, kills: int = 4, per_partition: int = 40) -> set[str]:
+    """Run to the end with uneven fetches and `kills` kills at random batches, each at a random
+    point: while the batch's outputs are being sent (a prefix of them reaches the topics, no
+    state is written) or after its state write (its acknowledgements are lost)."""
+    rng = random.Random(seed)
+    kill_at = set(rng.sample(range(3, 150), kills))
+    table = SerializedTable()
+    alerts: set[str] = set()
+    proc, consumer = new_processor(table), UnevenConsumer(log, {}, rng=rng)
+    batch_no = idle = 0
+    while idle < 3:
+        records = consumer.poll(per_partition)
+        batch = proc.process(records)
+        batch_no += 1
+        kill = batch_no in kill_at
+        mid_send = kill and rng.random() < 0.5
+        out = [rec for rec in batch.out if rec.role in REPARTITION_ROLES]
+        if mid_send:
+            out = out[: rng.randrange(len(out) + 1)]
+        for rec in out:
+            log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin)
+        alerts.update(a.alert_id for a in batch.alerts)  # an alert sent is delivered
+        if not mid_send:
+            for _, key, state in proc.dirty_state():
+                if state is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = state
+        if kill:
+            committed = dict(consumer.committed)
+            proc, consumer = new_processor(table), UnevenConsumer(log, committed, rng=rng)
+            continue
+        consumer.ack(batch.done)
+        idle = idle + 1 if not records and consumer.at_end() else 0
+    return alerts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_uneven_fetches_and_random_kills_raise_the_same_alerts(
+    reference: tuple[set[str], int], seed: int
+) -> None:
+    """The property behind the SIGKILL fault test, over many more interleavings than a real
+    broker gives in a minute: whatever order the sources arrive in and wherever the worker is
+    killed, the alerts are the uninterrupted run's."""
+    assert run_uneven(make_log(), seed) == reference[0]
