@@ -299,9 +299,12 @@ def test_worker_metrics_after_a_few_events(isolated_settings: Settings, tmp_path
             assert worker.alive(), (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
             m = _scrape(endpoint)
             read = _sum(m, "fundwatch_worker_records_read_total", role="settlement")
-            return m if read == 31 else None
+            # records are counted when a batch reads them, outputs once the batch has sent
+            # them: a scrape in between sees the bad record read but its dead letter not yet out
+            sent = _sum(m, "fundwatch_worker_records_out_total", role="dead_letters")
+            return m if read == 31 and sent >= 1 else None
 
-        m = _wait("31 settlement records read", counted, timeout_s=120)
+        m = _wait("31 settlement records read and the dead letter sent", counted, timeout_s=120)
         assert _sum(m, "fundwatch_worker_dead_letters_total", reason="not_single_object") == 1
         assert _sum(m, "fundwatch_worker_records_out_total", role="dead_letters") == 1
         assert _sum(m, "fundwatch_worker_batches_total") >= 1
