@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -29,7 +28,7 @@ from tests.faults.helpers import (
     wait_until,
 )
 from tests.kafka_helpers import drain
-from tests.worker.test_worker_e2e import assert_same_alerts
+from tests.worker.test_worker_e2e import assert_same_alerts, report_difference
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,7 +124,7 @@ def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     reference = request.getfixturevalue("kill_reference")
 
     got = run.alerts()
-    _report_difference(got, reference["alerts"], kills)
+    report_difference(got, reference["alerts"], f"kills {kills}")
     assert_same_alerts(got, reference["alerts"])
     distinct = {a["alert_id"] for a in got}
     print(f"alert records {len(got)} ({len(distinct)} distinct ids); uninterrupted run: "
@@ -188,23 +187,3 @@ def test_duplicated_input_records_raise_the_same_alert_ids(
     # Every detector, the online models' counts included: a re-delivered event id is judged
     # once (the processor drops the second copy).
     assert_same_alerts(got, expected)
-
-
-def _report_difference(got: list[dict], expected: list[dict], kills: list[dict]) -> None:
-    """An xfail shows no traceback: say what differed as a warning, which the test run's
-    summary prints, so that a failure in CI can be diagnosed (alert, explanation, kills)."""
-    by_id = {a["alert_id"]: a for a in expected} | {a["alert_id"]: a for a in got}
-    diff = {a["alert_id"] for a in got} ^ {a["alert_id"] for a in expected}
-    if not diff:
-        return
-    lines = [
-        f"{'extra' if i in {a['alert_id'] for a in got} else 'missing'} {by_id[i]['detector_id']} "
-        f"{by_id[i]['entity_type']} evidence {by_id[i]['evidence_event_ids'][-3:]} "
-        f"at {by_id[i]['event_time']}: {by_id[i]['explanation']}"
-        for i in sorted(diff)[:10]
-    ]
-    warnings.warn(
-        f"killed run differs from the reference in {len(diff)} alerts; kills {kills}; "
-        + " | ".join(lines),
-        stacklevel=2,
-    )
