@@ -23,23 +23,10 @@ def create_app(settings: Settings) -> Any:
     """The bare app: the worker's faust settings, one acknowledging agent, nothing else."""
     import faust
 
-    from streams.worker.app import broker_credentials
+    from streams.worker.app import consumer_conf
 
     topics = settings.topics
-    app = faust.App(
-        settings.worker_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=broker_credentials(settings),
-        topic_partitions=topics.settlement.partitions,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.worker_session_timeout_s,
-        broker_heartbeat_interval=settings.worker_heartbeat_interval_s,
-        stream_wait_empty=False,
-        stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
-    )
+    app = faust.App(settings.worker_app_id, **consumer_conf(settings))
     source = app.topic(
         *(getattr(topics, role).name for role in INPUT_ROLES),
         key_type=bytes,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -94,56 +95,18 @@ class ProfiledWorker(WorkerProcess):
         super().__init__(*args, **kwargs)
         self.profile_path = profile_path
 
-    def start(self) -> ProfiledWorker:
-        import subprocess
-        import sys
-
-        cmd = [
-            sys.executable,
-            "-m",
-            "pyinstrument",
-            "-r",
-            "pyisession",
-            "-i",
-            "0.002",
-            "-o",
-            str(self.profile_path),
-            "-m",
-            "streams.cli",
-            "worker",
-            "--name",
-            self.name,
-        ]
-        if self.registry is not None:
-            cmd += ["--registry", str(self.registry)]
-        assert self.log_path is not None
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd, env=self.env, stdout=self._log, stderr=self._log, start_new_session=True
-        )
-        return self
+    def command(self) -> list[str]:
+        profiler = ["-m", "pyinstrument", "-r", "pyisession", "-i", "0.002"]
+        worker = super().command()  # [python, "-m", "streams.cli", ...]
+        return [worker[0], *profiler, "-o", str(self.profile_path), *worker[1:]]
 
 
 class BareFaustWorker(WorkerProcess):
     """faust's per-record floor (`streams/bench/bare_faust.py`): the worker's consumer set-up
     acknowledging every record and doing nothing else."""
 
-    def start(self) -> BareFaustWorker:
-        import subprocess
-        import sys
-
-        assert self.log_path is not None
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.bench.bare_faust"],
-            env=self.env,
-            stdout=self._log,
-            stderr=self._log,
-            start_new_session=True,
-        )
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "streams.bench.bare_faust"]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

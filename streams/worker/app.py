@@ -154,6 +154,28 @@ def guard_commits(
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
 
 
+def consumer_conf(settings: Settings) -> dict[str, Any]:
+    """The faust settings of the worker's consumer and producer (broker, group, commits,
+    stream buffer), shared with the benchmark's bare faust app (streams/bench/bare_faust.py)
+    so that it measures the same set-up."""
+    return {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "broker_credentials": broker_credentials(settings),
+        "topic_partitions": settings.topics.settlement.partitions,
+        "topic_replication_factor": settings.kafka_replication_factor,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "web_enabled": False,
+        "broker_commit_interval": 1.0,
+        "broker_session_timeout": settings.worker_session_timeout_s,
+        "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
+        # held records stay uncommitted; a rebalance must not wait for them
+        "stream_wait_empty": False,
+        "stream_buffer_maxsize": max(4096, settings.worker_batch_size * 2),
+    }
+
+
 def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     """Build the worker app (topics, table, agent) for these settings."""
     topics = settings.topics
@@ -162,22 +184,10 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(datadir),
-        topic_partitions=partitions,
-        topic_replication_factor=settings.kafka_replication_factor,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        web_enabled=False,
         table_standby_replicas=0,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.worker_session_timeout_s,
-        broker_heartbeat_interval=settings.worker_heartbeat_interval_s,
-        stream_wait_empty=False,  # held records stay uncommitted; a rebalance must not wait
-        stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
+        **consumer_conf(settings),
     )
     role_of = {getattr(topics, role).name: role for role in SOURCE_ROLES}
     for role in SOURCE_ROLES:

@@ -44,11 +44,16 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
-    def start(self) -> WorkerProcess:
+    def command(self) -> list[str]:
+        """The child's command line (the benchmark's variants override it)."""
         cmd = [sys.executable, "-m", "streams.cli", *(["-v"] if self.verbose else []), "worker"]
         cmd += ["--name", self.name]
         if self.registry is not None:
             cmd += ["--registry", str(self.registry)]
+        return cmd
+
+    def start(self) -> WorkerProcess:
+        cmd = self.command()
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
