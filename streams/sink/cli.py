@@ -29,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (or --idle-exit): the batch in flight is stored and committed,
-    then the consumer closes; exit 0. Exit 1 if the store is unavailable at that point (the
-    batch's offsets stay uncommitted and are re-read by the next sink)."""
+    then the consumer closes; exit 0. Exit 1 if the store (or, for dead letters, the broker) is
+    unavailable at that point (the batch's offsets stay uncommitted and are re-read by the next
+    sink)."""
     from streams.sink.metrics import serve_sink_metrics
-    from streams.sink.service import Sink, StoreUnavailable
+    from streams.sink.service import BatchAbandoned, Sink
     from streams.stack.topics import ensure_topics
     from streams.store.client import Store, StoreError
     from streams.store.owner import QueryServer
@@ -67,7 +68,7 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         sink.run(idle_timeout_s=args.idle_exit)
     except KeyboardInterrupt:
         log.info("interrupted: stopping")
-    except StoreUnavailable as exc:
+    except BatchAbandoned as exc:
         print(f"fundwatch sink: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -39,18 +39,8 @@ from streams.store.tables import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
-COMMIT_PATIENCE_S = 60.0
-"""How long a commit waits for the group coordinator to come back (a broker restart)."""
-_COORDINATOR_WAIT = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-    KafkaError._WAIT_COORD,
-    KafkaError._ALL_BROKERS_DOWN,
-}
+COMMIT_WAIT_AT_STOP_S = 10.0
+"""How long a stopping sink waits for the group to confirm its last commit."""
 
 SINK_ROLES = (
     "settlement", "trace_scan", "face_verify", "alerts", "aggregates", "dead_letters", "sim_labels",
@@ -146,7 +136,7 @@ class Sink:
         self.committed: dict[tuple[str, int], int] = {}  # committed next offsets, per partition
         self._pending_counts: dict[str, int] = defaultdict(int)
         self._pending_dead: dict[str, int] = defaultdict(int)
-        self._delivery_errors: list[str] = []
+        self._undelivered: list[tuple[str, Message]] = []  # (error, dead letter) to resend
         self._batch_started = time.monotonic()
         self._batch_read = 0
         self._batch_ts: list[int] = []  # record timestamps of the batch, for the latency
@@ -154,7 +144,11 @@ class Sink:
         self.consumer = make_consumer(
             settings,
             self.group_id,
-            **{"statistics.interval.ms": 1000, "stats_cb": self._on_kafka_stats},
+            **{
+                "statistics.interval.ms": 1000,
+                "stats_cb": self._on_kafka_stats,
+                "on_commit": self._on_commit,
+            },
         )
         self.producer = make_producer(settings)
 
@@ -195,15 +189,30 @@ class Sink:
                 if (
                     idle_timeout_s is not None
                     and not pending
+                    and not self._commit_due
                     and time.monotonic() - idle_since >= idle_timeout_s
                 ):
                     break
             self.flush()
+            self._settle_commits()
         finally:
             self.stats.state = "stopped"
             self.consumer.close()
             self.producer.flush(10)
             log.info("sink stopped: %s", json.dumps(self.stats.snapshot(), ensure_ascii=False))
+
+    def describe(self) -> str:
+        """One line on where the sink is: for a stuck-sink report or a log."""
+        age = (now_ms() - self.stats.last_flush_ms) / 1000 if self.stats.last_flush_ms else None
+        lag = {t: s.lag for t, s in self.stats.topics.items() if s.lag}
+        return (
+            f"state={self.stats.state!r} batches={self.stats.batches} "
+            f"last_flush={'never' if age is None else f'{age:.1f}s ago'} "
+            f"assigned={self.stats.assigned} buffered={sum(self._pending_counts.values())} "
+            f"uncommitted_partitions={len(self._pending)} commit_due={len(self._commit_due)} "
+            f"commit_failures={self.stats.commit_failures} "
+            f"store_failures={self.stats.store_failures} lag={lag}"
+        )
 
     # -- per record --------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
@@ -298,7 +307,7 @@ class Sink:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._delivery_errors.append(str(err))
+            self._undelivered.append((str(err), msg))
 
     # -- batches -----------------------------------------------------------------------------
     def flush(self) -> None:
@@ -326,34 +335,55 @@ class Sink:
         self._batch_started = time.monotonic()
 
     def _commit(self, pending: dict[tuple[str, int], int]) -> None:
-        """Commit the stored batch's offsets. A coordinator that moved or is loading (a broker
-        restart) is waited for, with backoff, up to COMMIT_PATIENCE_S; a commit the group
-        refuses (it rebalanced) or that keeps failing is left to the next batch's commit, or to
-        a re-delivery: the rows are stored and their ids make a second copy replace the first.
-        Never raised: the sink keeps running."""
+        """Send the stored batch's offsets to the group without waiting: the answer arrives
+        in `_on_commit` during a later poll. (A synchronous commit can block for good: when a
+        broker restart outlasts the group session, the rejoin needs the poll that the commit
+        is blocking.) Offsets stay due until the group accepts them, so a commit that fails
+        goes again with the next batch's; the rows are stored, and a re-delivery only
+        replaces them. Never raised: the sink keeps running."""
         self._commit_due.update(pending)
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._commit_due.items()]
-        backoff, deadline = 0.25, time.monotonic() + COMMIT_PATIENCE_S
-        while True:
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                code = err.code() if isinstance(err, KafkaError) else None
-                if code in _COORDINATOR_WAIT and time.monotonic() + backoff < deadline:
-                    log.warning("offset commit: %s; retrying in %.2fs", err, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                self.stats.commit_failures += 1
-                log.warning(
-                    "offset commit failed (%s): %d partitions left to the next commit; their "
-                    "rows are stored, a re-delivery replaces them", err, len(offsets),
-                )  # fmt: skip
-                return
-            break
-        self.committed.update(self._commit_due)
-        self._commit_due.clear()
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self.stats.commit_failures += 1
+            log.warning(
+                "offset commit not sent (%s): %d partitions left to the next commit",
+                exc.args[0] if exc.args else exc, len(offsets),
+            )  # fmt: skip
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The group's answer to a commit (served by consume/poll)."""
+        if err is not None:
+            self.stats.commit_failures += 1
+            log.warning(
+                "offset commit failed (%s): %d partitions left to the next commit; their rows "
+                "are stored, a re-delivery replaces them", err, len(partitions),
+            )  # fmt: skip
+            return
+        for tp in partitions:
+            if tp.error is not None or tp.offset < 0:
+                continue
+            key = (tp.topic, tp.partition)
+            if tp.offset > self.committed.get(key, -1):
+                self.committed[key] = tp.offset
+            if self._commit_due.get(key, -1) <= tp.offset:
+                self._commit_due.pop(key, None)
+
+    def _settle_commits(self, timeout_s: float = COMMIT_WAIT_AT_STOP_S) -> None:
+        """At a stop: wait (partitions paused, polling) for the answers to the commits in
+        flight, so the next sink starts where this one stored."""
+        if not self._commit_due:
+            return
+        self.consumer.pause(self.consumer.assignment())
+        deadline = time.monotonic() + timeout_s
+        while self._commit_due and time.monotonic() < deadline:
+            self.consumer.poll(0.1)
+        if self._commit_due:
+            log.warning(
+                "stopping with %d partitions' offsets not confirmed: the next sink re-reads "
+                "their last stored records (the tables replace the copies)", len(self._commit_due),
+            )  # fmt: skip
 
     def _store_with_retry(self) -> None:
         backoff = 0.5
@@ -372,38 +402,82 @@ class Sink:
                 self.stats.store_up = False
                 self.stats.state = "store unavailable, retrying"
                 log.error("store insert failed (retry in %.1fs): %s", backoff, exc)
-                if not paused:
-                    paused = self.consumer.assignment()
-                    self.consumer.pause(paused)
-                deadline = time.monotonic() + backoff
-                while time.monotonic() < deadline and not self._stop.is_set():
-                    self.consumer.poll(0.1)  # keeps group membership while paused
-                if self._stop.is_set():
-                    self._abandoned = True
+                paused = paused or self._pause()
+                if not self._wait(backoff):
                     raise StoreUnavailable(
                         f"stopped while the store is unavailable ({exc}); the batch's offsets "
                         "are not committed and will be re-read"
                     ) from exc
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if paused:
-            self.consumer.resume(paused)
-            self.stats.state = "running"
-            log.info("store available again; resumed %d partitions", len(paused))
+            self._resume(paused, "store available again")
 
     def _deliver_dead_letters(self) -> None:
-        remaining = self.producer.flush(30)
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise RuntimeError(
-                f"could not deliver dead letters ({remaining} undelivered): {errors[:3]}; "
-                "offsets not committed, the batch will be re-read"
-            )
+        """Wait until the batch's dead letters are delivered (its offsets are committed only
+        then). One the broker refused is sent again, with backoff, while the partitions are
+        paused: a broker restart delays the batch, it neither loses a letter nor stops the
+        sink."""
+        backoff = 0.5
+        paused: list[TopicPartition] = []
+        while True:
+            remaining = self.producer.flush(30)
+            failed, self._undelivered = self._undelivered, []
+            if not remaining and not failed:
+                break
+            self.stats.state = "dead letters undelivered, retrying"
+            log.warning(
+                "dead letters: %d still queued, %d refused (%s); retry in %.1fs",
+                remaining, len(failed), failed[0][0] if failed else "broker unreachable", backoff,
+            )  # fmt: skip
+            for _, msg in failed:
+                self.producer.produce(
+                    self.dead_letter_topic,
+                    key=msg.key(),
+                    value=msg.value(),
+                    timestamp=msg.timestamp()[1],
+                    on_delivery=self._on_delivery,
+                )
+            paused = paused or self._pause()
+            if not self._wait(backoff):
+                raise DeadLettersUndelivered(
+                    f"stopped while {remaining + len(failed)} dead letters were undelivered; "
+                    "the batch's offsets are not committed and will be re-read"
+                )
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if paused:
+            self._resume(paused, "dead letters delivered")
+
+    def _pause(self) -> list[TopicPartition]:
+        paused = self.consumer.assignment()
+        self.consumer.pause(paused)
+        return paused
+
+    def _resume(self, paused: list[TopicPartition], why: str) -> None:
+        self.consumer.resume(paused)
+        self.stats.state = "running"
+        log.info("%s; resumed %d partitions", why, len(paused))
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep while polling the (paused) consumer, which keeps the group membership; false
+        when the sink was stopped meanwhile (the batch in flight is then abandoned)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self.consumer.poll(0.1)
+        if self._stop.is_set():
+            self._abandoned = True
+            return False
+        return True
 
     # -- Kafka callbacks -----------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %d partitions", len(partitions))
         self.stats.assigned += len(partitions)
-        for tp in consumer.committed(partitions, timeout=10):
+        try:  # only bookkeeping: an error raised here would end the consume loop
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:  # a coordinator still loading after a broker restart
+            log.warning("committed offsets of the new partitions unknown for now: %s", exc)
+            return
+        for tp in committed:
             if tp.offset >= 0:
                 self.committed[(tp.topic, tp.partition)] = tp.offset
 
@@ -411,6 +485,8 @@ class Sink:
         log.info("revoking %d partitions: flushing first", len(partitions))
         self.stats.assigned = max(0, self.stats.assigned - len(partitions))
         self.flush()
+        for tp in partitions:  # their next owner commits them from now on
+            self._commit_due.pop((tp.topic, tp.partition), None)
 
     def _on_kafka_stats(self, raw: str) -> None:
         stats = json.loads(raw)
@@ -437,9 +513,17 @@ def _partition_lag(p: dict[str, Any]) -> int:
     return max(0, hi - start)
 
 
-class StoreUnavailable(RuntimeError):
-    """The sink was stopped while the store kept failing: the batch in flight is not stored
-    and its offsets are not committed (the next sink re-reads it)."""
+class BatchAbandoned(RuntimeError):
+    """The sink was stopped while its batch in flight could not be finished: its offsets are
+    not committed (the next sink re-reads it)."""
+
+
+class StoreUnavailable(BatchAbandoned):
+    """Stopped while the store kept failing: the batch in flight is not stored."""
+
+
+class DeadLettersUndelivered(BatchAbandoned):
+    """Stopped while the broker refused or could not take the batch's dead letters."""
 
 
 class _Invalid(Exception):

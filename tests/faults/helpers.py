@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,10 +102,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def wait_until(predicate, timeout_s: float, what: str, every_s: float = 0.2) -> float:
-    """Poll until predicate() is true; returns the seconds it took."""
+def wait_until(
+    predicate, timeout_s: float, what: str | Callable[[], str], every_s: float = 0.2
+) -> float:
+    """Poll until predicate() is true; returns the seconds it took. `what` names the wait in
+    the failure (a callable is asked then, to describe the state it timed out in)."""
     t0 = time.monotonic()
     while not predicate():
-        assert time.monotonic() - t0 < timeout_s, f"timed out after {timeout_s:.0f}s: {what}"
+        if time.monotonic() - t0 >= timeout_s:
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f}s: {what() if callable(what) else what}"
+            )
         time.sleep(every_s)
     return time.monotonic() - t0

@@ -1,30 +1,37 @@
-"""The sink's offset commit rides out a moving coordinator and never kills the sink."""
+"""The sink's offset commits never block and never kill the sink: they are sent without
+waiting, confirmed in the commit callback, and re-sent with the next batch until the group
+accepts them (a sync commit could block for good across a broker restart)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.sink import service
 from streams.sink.service import Sink, SinkStats
 
 
-class FlakyConsumer:
-    def __init__(self, failures: list[int]) -> None:
-        self.failures = failures  # error codes raised by the next commits, in order
-        self.commits: list[dict[tuple[str, int], int]] = []
+class AsyncConsumer:
+    def __init__(self, refuse_sends: int = 0) -> None:
+        self.refuse_sends = refuse_sends  # commits that raise when sent (no assignment...)
+        self.sent: list[dict[tuple[str, int], int]] = []
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        assert asynchronous is False
-        if self.failures:
-            raise KafkaException(KafkaError(self.failures.pop(0)))
-        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        assert asynchronous is True  # a synchronous commit can block the sink
+        if self.refuse_sends:
+            self.refuse_sends -= 1
+            raise KafkaException(KafkaError(KafkaError._NO_OFFSET))
+        self.sent.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+    def answer(self, sink: Sink, err: KafkaError | None = None) -> None:
+        """The group's answer to the last commit, as `poll` would deliver it."""
+        last = self.sent[-1]
+        sink._on_commit(err, [TopicPartition(t, p, o) for (t, p), o in last.items()])
 
 
-def _sink(consumer: FlakyConsumer) -> Sink:
-    sink = object.__new__(Sink)  # only what _commit touches
+def _sink(consumer: AsyncConsumer) -> Sink:
+    sink = object.__new__(Sink)  # only what committing touches
     sink.consumer = consumer  # type: ignore[assignment]
     sink.committed = {}
     sink.stats = SinkStats()
@@ -32,35 +39,53 @@ def _sink(consumer: FlakyConsumer) -> Sink:
     return sink
 
 
-@pytest.fixture(autouse=True)
-def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service.time, "sleep", lambda s: None)
-
-
-def test_a_coordinator_that_moves_is_waited_for() -> None:
-    consumer = FlakyConsumer([KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS])
+def test_a_commit_counts_once_the_group_accepts_it() -> None:
+    consumer = AsyncConsumer()
     sink = _sink(consumer)
     sink._commit({("alerts", 0): 10})
-    assert consumer.commits == [{("alerts", 0): 10}]
-    assert sink.committed == {("alerts", 0): 10} and sink.stats.commit_failures == 0
+    assert sink.committed == {} and sink._commit_due == {("alerts", 0): 10}  # in flight
+    consumer.answer(sink)
+    assert sink.committed == {("alerts", 0): 10} and sink._commit_due == {}
+    assert sink.stats.commit_failures == 0
 
 
-def test_a_refused_commit_is_left_to_the_next_one_without_raising() -> None:
-    consumer = FlakyConsumer([KafkaError.ILLEGAL_GENERATION])
+def test_a_failed_commit_goes_again_with_the_next_batch() -> None:
+    consumer = AsyncConsumer()
     sink = _sink(consumer)
-    sink._commit({("alerts", 0): 10, ("alerts", 1): 4})  # the group rebalanced meanwhile
-    assert consumer.commits == [] and sink.stats.commit_failures == 1
-    assert sink.committed == {}
+    sink._commit({("alerts", 0): 10, ("alerts", 1): 4})
+    consumer.answer(sink, KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))  # broker restart
+    assert sink.committed == {} and sink.stats.commit_failures == 1
     sink._commit({("alerts", 0): 12})  # the next batch commits both partitions
-    assert consumer.commits == [{("alerts", 0): 12, ("alerts", 1): 4}]
-    assert sink.committed == {("alerts", 0): 12, ("alerts", 1): 4}
+    assert consumer.sent[-1] == {("alerts", 0): 12, ("alerts", 1): 4}
+    consumer.answer(sink)
+    assert sink.committed == {("alerts", 0): 12, ("alerts", 1): 4} and sink._commit_due == {}
 
 
-def test_waiting_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "COMMIT_PATIENCE_S", 1.0)
-    consumer = FlakyConsumer([KafkaError.NOT_COORDINATOR] * 100)
+def test_a_commit_that_cannot_be_sent_does_not_raise() -> None:
+    consumer = AsyncConsumer(refuse_sends=1)
     sink = _sink(consumer)
-    clock = iter(range(0, 1000))
-    monkeypatch.setattr(service.time, "monotonic", lambda: next(clock) * 0.3)
     sink._commit({("alerts", 0): 10})
-    assert sink.stats.commit_failures == 1 and consumer.commits == []
+    assert sink.stats.commit_failures == 1 and sink._commit_due == {("alerts", 0): 10}
+    sink._commit({("alerts", 1): 3})
+    assert consumer.sent == [{("alerts", 0): 10, ("alerts", 1): 3}]
+
+
+def test_an_older_answer_does_not_undo_a_newer_one() -> None:
+    consumer = AsyncConsumer()
+    sink = _sink(consumer)
+    sink._commit({("alerts", 0): 10})
+    sink._commit({("alerts", 0): 20})
+    consumer.answer(sink)  # the answer to offset 20
+    sink._on_commit(None, [TopicPartition("alerts", 0, 10)])  # a late answer to offset 10
+    assert sink.committed == {("alerts", 0): 20} and sink._commit_due == {}
+
+
+def test_a_partly_refused_commit_keeps_the_refused_partitions_due() -> None:
+    consumer = AsyncConsumer()
+    sink = _sink(consumer)
+    sink._commit({("alerts", 0): 10, ("alerts", 1): 5})
+    refused = SimpleNamespace(
+        topic="alerts", partition=1, offset=5, error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+    )  # a TopicPartition's error cannot be set from Python
+    sink._on_commit(None, [TopicPartition("alerts", 0, 10), refused])
+    assert sink.committed == {("alerts", 0): 10} and sink._commit_due == {("alerts", 1): 5}
