@@ -221,6 +221,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
                 settings.allowed_lateness_ms,
                 partitions=partitions,
                 now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
+                offsets_in_order=True,  # faust may hand over records past a gap after a rebalance
             )
         return holder["p"]
 

@@ -52,6 +52,9 @@ NEVER = -(2**62)
 FORWARDED_CACHE = 20_000
 """Decoded events of the latest forwarded records, by value bytes (see `_remember_forwarded`)."""
 PROGRESS = "__progress__"
+GAP_PATIENCE_S = 60.0
+"""How long records past a gap in a source's offsets wait for the gap to be read (see
+`_in_offset_order`) before the gap is taken as final and they are judged."""
 """Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 DEDUP_HORIZON_MS = 60 * 60_000
 """How far behind a stage's watermark an event id is remembered, to drop a second delivery of
@@ -84,6 +87,14 @@ class _Held:
     pending: int
     failed: bool = False
     duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Gap:
+    """Records of a source that arrived past its next expected offset, by offset."""
+
+    since: float
+    records: dict[int, SourceRecord] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,8 +211,14 @@ class BatchProcessor:
         codec: Codec | None = None,
         partitions: int = 4,
         now_ms: Callable[[], int | None] = wall_clock_ms,
+        offsets_in_order: bool = False,
     ) -> None:
+        """`offsets_in_order`: judge each source's records in offset order without a gap
+        (`_in_offset_order`); for a consumer of the topics (the live worker). The backtest's
+        raw-table source gives offsets in event-time order, with gaps (watermarks, dead
+        letters), and replays never rebalance."""
         self.codec = codec or Codec.default()
+        self.offsets_in_order = offsets_in_order
         self.now_ms = now_ms  # the wall clock event times are validated against
         self.table = table
         self.stages = detectors_by_stage(detectors)
@@ -232,6 +249,8 @@ class BatchProcessor:
         self._read_next: dict[tuple[str, int], int] = {}
         self._first_read: dict[tuple[str, int], int] = {}  # since assigned, for diagnostics
         self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
+        self._gaps: dict[tuple[str, int], _Gap] = {}  # records waiting for earlier offsets
+        self._checkpointed: set[int] = set()  # partitions opened from a checkpoint
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
@@ -306,6 +325,7 @@ class BatchProcessor:
             self._read_next,
             self._first_read,
             self._restored,
+            self._gaps,
             self.floor,
             self._origin_high,
         ):
@@ -313,9 +333,11 @@ class BatchProcessor:
                 del bookkeeping[key]
         self._written.pop(partition, None)
         self._batch_partitions.discard(partition)
+        self._checkpointed.discard(partition)
 
     # -- checkpoint -------------------------------------------------------------------------
     def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
+        self._checkpointed.add(partition)
         for role, orole, opart, offset, copy in saved.get("org", ()):
             key = (role, partition, orole, opart)
             self._origin_high[key] = max(self._origin_high.get(key, (-1, -1)), (offset, copy))
@@ -461,10 +483,11 @@ class BatchProcessor:
         batch = Batch()
         touched: set[tuple[str, int]] = set()
         self.stats.batches += 1
-        for rec in records:
-            self.stats.read[rec.role] += 1
+        ordered = self._in_offset_order(records, batch) if self.offsets_in_order else records
+        for rec in ordered:
             if rec.partition not in self.stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
+            self.stats.read[rec.role] += 1
             self._batch_partitions.add(rec.partition)
             forwarded, replay = self._seen_before(rec)
             try:
@@ -519,6 +542,73 @@ class BatchProcessor:
         batch.out.extend(self.forward_watermarks())
         batch.out.extend(self._outputs(batch.results))
         return batch
+
+    def _in_offset_order(self, records: list[SourceRecord], batch: Batch) -> Iterator[SourceRecord]:
+        """Each source's records in offset order, without a gap. After a rebalance faust can
+        hand over a few records of its old fetch position before it seeks back to the
+        committed offset: judged first, they would move a channel's event time past records
+        that come only after the seek (a face check judged after its settlement). A record
+        past the next expected offset waits here, unacknowledged, until the offsets before it
+        are read (a copy of it delivered again meanwhile replaces it). For the first record
+        since the partition was opened, the expected offset is the lowest one its checkpoint
+        still held, or the checkpoint's next offset (the commit is at or before it). A gap
+        still open after GAP_PATIENCE_S (records deleted by retention) is taken as final."""
+        now = time.monotonic()
+        for src, gap in list(self._gaps.items()):
+            if now - gap.since >= GAP_PATIENCE_S:
+                first = min(gap.records)
+                log.warning(
+                    "%s[%d]: offsets %s..%d never arrived in %.0fs (deleted by retention?); "
+                    "judging from %d", src[0], src[1], self._read_next.get(src, "?"), first - 1,
+                    now - gap.since, first,
+                )  # fmt: skip
+                self._read_next[src] = first
+                yield from self._unstash(src, batch)
+        for rec in records:
+            if rec.partition not in self.stores:
+                self._open_partition(rec.partition)  # restores its checkpoint first
+            src = (rec.topic, rec.partition)
+            expected = self._read_next.get(src)
+            if expected is None and src in self._restored:
+                end, unread = self._restored[src]
+                expected = min(unread, default=end)  # the commit is at or before it
+            elif expected is None and rec.partition in self._checkpointed:
+                expected = 0  # nothing of it was read before the checkpoint
+            if expected is not None and rec.offset > expected:
+                gap = self._gaps.get(src)
+                if gap is None:
+                    gap = self._gaps[src] = _Gap(now)
+                    log.info(
+                        "%s[%d]@%d arrived before offset %d: held until the offsets between "
+                        "are read", rec.topic, rec.partition, rec.offset, expected,
+                    )  # fmt: skip
+                replaced = gap.records.get(rec.offset)
+                if replaced is not None:
+                    batch.done.append(replaced.ref)
+                gap.records[rec.offset] = rec
+                continue
+            yield rec
+            if src in self._gaps:
+                yield from self._unstash(src, batch)
+
+    def _unstash(self, src: tuple[str, int], batch: Batch) -> Iterator[SourceRecord]:
+        """The waiting records of a source that are next in line; those whose offset was read
+        meanwhile (delivered again after the seek) are released."""
+        gap = self._gaps[src]
+        while gap.records:
+            nxt = self._read_next.get(src, 0)
+            for offset in [o for o in gap.records if o < nxt]:
+                batch.done.append(gap.records.pop(offset).ref)
+            rec = gap.records.pop(nxt, None)
+            if rec is None:
+                break
+            yield rec  # judged by the caller, which moves the source's next offset past it
+        if not gap.records:
+            del self._gaps[src]
+
+    def waiting_for_gap(self) -> int:
+        """Records waiting for earlier offsets of their source (see `_in_offset_order`)."""
+        return sum(len(g.records) for g in self._gaps.values())
 
     def _buffer(self, stage: str, partition: int) -> list:
         buf = self.buffers.get((stage, partition))

@@ -61,9 +61,10 @@ def test_a_second_copy_after_a_restart_is_dropped_and_counted() -> None:
     _save(first, table)  # its checkpoint: the copy's origin is the partition's high-water mark
 
     # The forwarding worker had crashed before its own checkpoint, so the record was forwarded
-    # again; a new process (after a second crash) reads the second copy only.
+    # again; a new process (after a second crash) reads from the commit: the first copy, which
+    # the checkpoint still held, then the second.
     second = _processor(table)
-    batch = second.process([_copy(copy, 1)])
+    batch = second.process([_copy(copy, 0), _copy(copy, 1)])
     assert second.stats.duplicates["by_institution"] == 1
     assert 1 in batch.done  # acknowledged, not judged
     again = _forward(second, settlement(event_time=1_795_000_060_000, event_id="ST2"), 8)
