@@ -691,9 +691,14 @@ class BatchProcessor:
     def reading(self, topic: str, partition: int) -> str:
         """Which offsets of a source this process has read since it was assigned."""
         src = (topic, partition)
-        if src not in self._read_next:
-            return "nothing read since assigned"
-        return f"read {self._first_read.get(src)}..{self._read_next[src] - 1} since assigned"
+        if src in self._read_next:
+            text = f"read {self._first_read.get(src)}..{self._read_next[src] - 1} since assigned"
+        else:
+            text = "nothing read since assigned"
+        gap = self._gaps.get(src)
+        if gap is not None:
+            text += f"; {len(gap.records)} records from offset {min(gap.records)} wait for the gap"
+        return text
 
     def why_held(self, topic: str, partition: int) -> str:
         """Why the lowest held record of a source is not judged yet: for an operator's log."""

@@ -25,6 +25,9 @@ def test_a_record_past_a_gap_waits_for_the_gap(settlements: list[SourceRecord]) 
     proc.process(settlements[0:2])
     proc.process([settlements[5]])  # offsets 2..4 not read yet
     assert proc.waiting_for_gap() == 1 and proc.stats.read["settlement"] == 2
+    assert proc.reading("settlement", 0) == (
+        "read 0..1 since assigned; 1 records from offset 5 wait for the gap"
+    )
     proc.process(settlements[2:5])
     assert proc.waiting_for_gap() == 0 and proc.stats.read["settlement"] == 6
     assert proc.reading("settlement", 0) == "read 0..5 since assigned"
