@@ -211,14 +211,15 @@ class BatchProcessor:
         codec: Codec | None = None,
         partitions: int = 4,
         now_ms: Callable[[], int | None] = wall_clock_ms,
-        offsets_in_order: bool = False,
+        start_offset: Callable[[str, int], int | None] | None = None,
     ) -> None:
-        """`offsets_in_order`: judge each source's records in offset order without a gap
-        (`_in_offset_order`); for a consumer of the topics (the live worker). The backtest's
-        raw-table source gives offsets in event-time order, with gaps (watermarks, dead
-        letters), and replays never rebalance."""
+        """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
+        partition (its committed offset, or the log start); given, each source's records are
+        judged in offset order without a gap (`_in_offset_order`): the live worker. The
+        backtest's raw-table source gives offsets in event-time order with gaps (watermarks,
+        dead letters), and replays never rebalance."""
         self.codec = codec or Codec.default()
-        self.offsets_in_order = offsets_in_order
+        self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
         self.table = table
         self.stages = detectors_by_stage(detectors)
@@ -250,7 +251,7 @@ class BatchProcessor:
         self._first_read: dict[tuple[str, int], int] = {}  # since assigned, for diagnostics
         self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
         self._gaps: dict[tuple[str, int], _Gap] = {}  # records waiting for earlier offsets
-        self._checkpointed: set[int] = set()  # partitions opened from a checkpoint
+        self._start: dict[tuple[str, int], int | None] = {}  # restart offsets, since opened
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
@@ -333,11 +334,11 @@ class BatchProcessor:
                 del bookkeeping[key]
         self._written.pop(partition, None)
         self._batch_partitions.discard(partition)
-        self._checkpointed.discard(partition)
+        for key in [k for k in self._start if k[1] == partition]:
+            del self._start[key]
 
     # -- checkpoint -------------------------------------------------------------------------
     def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
-        self._checkpointed.add(partition)
         for role, orole, opart, offset, copy in saved.get("org", ()):
             key = (role, partition, orole, opart)
             self._origin_high[key] = max(self._origin_high.get(key, (-1, -1)), (offset, copy))
@@ -483,7 +484,7 @@ class BatchProcessor:
         batch = Batch()
         touched: set[tuple[str, int]] = set()
         self.stats.batches += 1
-        ordered = self._in_offset_order(records, batch) if self.offsets_in_order else records
+        ordered = self._in_offset_order(records, batch) if self.start_offset else records
         for rec in ordered:
             if rec.partition not in self.stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
@@ -548,11 +549,10 @@ class BatchProcessor:
         hand over a few records of its old fetch position before it seeks back to the
         committed offset: judged first, they would move a channel's event time past records
         that come only after the seek (a face check judged after its settlement). A record
-        past the next expected offset waits here, unacknowledged, until the offsets before it
-        are read (a copy of it delivered again meanwhile replaces it). For the first record
-        since the partition was opened, the expected offset is the lowest one its checkpoint
-        still held, or the checkpoint's next offset (the commit is at or before it). A gap
-        still open after GAP_PATIENCE_S (records deleted by retention) is taken as final."""
+        past the next expected offset (for the first record since the partition was opened:
+        where the consumer restarts, `start_offset`) waits here, unacknowledged, until the
+        offsets before it are read; a copy of it delivered again meanwhile replaces it. A gap
+        still open after GAP_PATIENCE_S is taken as final, with a warning."""
         now = time.monotonic()
         for src, gap in list(self._gaps.items()):
             if now - gap.since >= GAP_PATIENCE_S:
@@ -568,12 +568,7 @@ class BatchProcessor:
             if rec.partition not in self.stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
             src = (rec.topic, rec.partition)
-            expected = self._read_next.get(src)
-            if expected is None and src in self._restored:
-                end, unread = self._restored[src]
-                expected = min(unread, default=end)  # the commit is at or before it
-            elif expected is None and rec.partition in self._checkpointed:
-                expected = 0  # nothing of it was read before the checkpoint
+            expected = self._expected(src)
             if expected is not None and rec.offset > expected:
                 gap = self._gaps.get(src)
                 if gap is None:
@@ -582,10 +577,7 @@ class BatchProcessor:
                         "%s[%d]@%d arrived before offset %d: held until the offsets between "
                         "are read", rec.topic, rec.partition, rec.offset, expected,
                     )  # fmt: skip
-                replaced = gap.records.get(rec.offset)
-                if replaced is not None:
-                    batch.done.append(replaced.ref)
-                gap.records[rec.offset] = rec
+                gap.records[rec.offset] = rec  # a copy delivered again replaces the first
                 continue
             yield rec
             if src in self._gaps:
@@ -593,18 +585,29 @@ class BatchProcessor:
 
     def _unstash(self, src: tuple[str, int], batch: Batch) -> Iterator[SourceRecord]:
         """The waiting records of a source that are next in line; those whose offset was read
-        meanwhile (delivered again after the seek) are released."""
+        meanwhile (delivered again after the seek) are dropped. Neither a dropped nor a
+        replaced copy is acknowledged: faust would commit its offset past the gap."""
         gap = self._gaps[src]
         while gap.records:
             nxt = self._read_next.get(src, 0)
             for offset in [o for o in gap.records if o < nxt]:
-                batch.done.append(gap.records.pop(offset).ref)
+                del gap.records[offset]
             rec = gap.records.pop(nxt, None)
             if rec is None:
                 break
             yield rec  # judged by the caller, which moves the source's next offset past it
         if not gap.records:
             del self._gaps[src]
+
+    def _expected(self, src: tuple[str, int]) -> int | None:
+        """The next offset of a source in line to be judged: after the last one read, or,
+        for the first record since the partition was opened, where the consumer restarts."""
+        expected = self._read_next.get(src)
+        if expected is None and self.start_offset is not None:
+            expected = self._start.get(src)
+            if expected is None:
+                expected = self._start[src] = self.start_offset(*src)
+        return expected
 
     def waiting_for_gap(self) -> int:
         """Records waiting for earlier offsets of their source (see `_in_offset_order`)."""
@@ -686,7 +689,12 @@ class BatchProcessor:
     def lowest_held(self, topic: str, partition: int) -> int | None:
         """The lowest offset of a record not yet done: nothing at or past it may be committed."""
         offsets = self._held_offsets.get((topic, partition))
-        return min(offsets) if offsets else None
+        low = min(offsets) if offsets else None
+        if (topic, partition) in self._gaps:  # nothing past the gap either
+            expected = self._expected((topic, partition))
+            if expected is not None:
+                low = expected if low is None else min(low, expected)
+        return low
 
     def reading(self, topic: str, partition: int) -> str:
         """Which offsets of a source this process has read since it was assigned."""

@@ -21,7 +21,7 @@ def settlements() -> list[SourceRecord]:
 
 
 def test_a_record_past_a_gap_waits_for_the_gap(settlements: list[SourceRecord]) -> None:
-    proc = new_processor(SerializedTable(), in_order=True)
+    proc = new_processor(SerializedTable(), lambda topic, p: 0)
     proc.process(settlements[0:2])
     proc.process([settlements[5]])  # offsets 2..4 not read yet
     assert proc.waiting_for_gap() == 1 and proc.stats.read["settlement"] == 2
@@ -34,7 +34,7 @@ def test_a_record_past_a_gap_waits_for_the_gap(settlements: list[SourceRecord]) 
 
 
 def test_a_waiting_record_delivered_again_is_replaced(settlements: list[SourceRecord]) -> None:
-    proc = new_processor(SerializedTable(), in_order=True)
+    proc = new_processor(SerializedTable(), lambda topic, p: 0)
     proc.process(settlements[0:2])
     stale = settlements[4]
     proc.process([stale])  # the old fetch position
@@ -42,7 +42,8 @@ def test_a_waiting_record_delivered_again_is_replaced(settlements: list[SourceRe
     again = SourceRecord(r.role, r.topic, r.partition, r.offset, r.key, r.value, r.timestamp_ms,
                          ("again", r.offset))  # fmt: skip
     batch = proc.process([again])  # delivered again while the first copy waits
-    assert stale.ref in batch.done and proc.waiting_for_gap() == 1  # released, not judged
+    assert stale.ref not in batch.done and proc.waiting_for_gap() == 1  # replaced, not acked
+    assert proc.lowest_held("settlement", 0) <= 2  # nothing past the gap is committed
     proc.process(settlements[2:4])
     assert proc.waiting_for_gap() == 0
     assert proc.stats.read["settlement"] == 5  # 0..4, offset 4 once
@@ -55,7 +56,7 @@ def test_a_gap_that_stays_open_is_taken_as_final(
     are judged."""
     clock = [1000.0]
     monkeypatch.setattr(processor_module.time, "monotonic", lambda: clock[0])
-    proc = new_processor(SerializedTable(), in_order=True)
+    proc = new_processor(SerializedTable(), lambda topic, p: 0)
     proc.process(settlements[0:2])
     proc.process(settlements[7:9])
     assert proc.waiting_for_gap() == 2
@@ -68,18 +69,26 @@ def test_a_gap_that_stays_open_is_taken_as_final(
     assert proc.reading("settlement", 0) == "read 0..9 since assigned"
 
 
-def test_after_a_restart_the_first_record_must_be_at_the_checkpoint(
+def test_after_a_restart_the_first_record_must_be_where_the_consumer_restarts(
     settlements: list[SourceRecord],
 ) -> None:
-    """A processor opened from a checkpoint expects its source at the lowest offset the
-    checkpoint still held (or its next offset): a record past it waits."""
+    """A reopened partition expects each source at its restart offset (the commit): a record
+    past it waits; nothing is committed past the gap meanwhile."""
     table = SerializedTable()
-    first = new_processor(table, in_order=True)
+    first = new_processor(table, lambda topic, p: 0)
     first.process(settlements[0:6])
     for _, key, state in first.dirty_state():
         table[key] = state
-    restarted = new_processor(table, in_order=True)
+    asked = []
+
+    def committed(topic: str, partition: int) -> int:
+        asked.append((topic, partition))
+        return 3
+
+    restarted = new_processor(table, committed)
     restarted.process([settlements[8]])  # handed over before the seek
-    assert restarted.waiting_for_gap() == 1
-    restarted.process(settlements[0:8])  # the seek: from the commit (nothing acknowledged)
+    assert restarted.waiting_for_gap() == 1 and restarted.lowest_held("settlement", 0) == 3
+    restarted.process(settlements[3:8])  # the seek: from the commit
     assert restarted.waiting_for_gap() == 0
+    assert restarted.reading("settlement", 0) == "read 3..8 since assigned"
+    assert asked == [("settlement", 0)]  # once per source while the partition is open

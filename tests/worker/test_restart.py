@@ -13,7 +13,7 @@ import json
 import random
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,10 +148,13 @@ def watermark(log: Log, codec: Codec, time_ms: int) -> None:
             log.append(role, b"__watermark__", value, time_ms, p)
 
 
-def new_processor(table: MutableMapping[str, Any], in_order: bool = True) -> BatchProcessor:
-    """The processor as the worker runs it (`offsets_in_order`)."""
+def new_processor(
+    table: MutableMapping[str, Any], start_offset: Callable[[str, int], int | None] | None = None
+) -> BatchProcessor:
+    """`start_offset`: where the consumer restarts (the worker's processor judges each
+    source in offset order when it knows)."""
     detectors = [*default_detectors(), InstitutionHourAggregator()]
-    return BatchProcessor(detectors, table, partitions=PARTITIONS, offsets_in_order=in_order)
+    return BatchProcessor(detectors, table, partitions=PARTITIONS, start_offset=start_offset)
 
 
 def run(
@@ -389,7 +392,8 @@ def run_with_rebalances(
     rebalance_at = set(rng.sample(range(3, 150), rebalances))
     table = SerializedTable()
     alerts: set[str] = set()
-    proc, consumer = new_processor(table), UnevenConsumer(log, {}, rng=rng)
+    consumer = UnevenConsumer(log, {}, rng=rng)
+    proc = new_processor(table, lambda topic, p: consumer.committed.get((topic, p), 0))
     batch_no = idle = 0
     early: list[SourceRecord] | None = None
     while idle < 3:

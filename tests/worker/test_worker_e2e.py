@@ -303,7 +303,12 @@ def test_two_workers_share_the_partitions_and_raise_the_same_alerts(
     )
     wait_for_progress(run, 0.3)
     second = WorkerProcess(
-        run.settings, world["registry"], "w2", run.env(), log_path=run.tmp / "worker2.log"
+        run.settings,
+        world["registry"],
+        "w2",
+        run.env(),
+        log_path=run.tmp / "worker2.log",
+        verbose=True,
     ).start()
     try:
         run.worker.wait_caught_up(timeout_s=150)
