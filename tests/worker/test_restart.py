@@ -157,6 +157,18 @@ def new_processor(
     return BatchProcessor(detectors, table, partitions=PARTITIONS, start_offset=start_offset)
 
 
+def deliver(batch: Any, proc: BatchProcessor, log: Log, table: MutableMapping[str, Any]) -> None:
+    """A batch's repartitioned copies reach the log, its states and checkpoint the table."""
+    for rec in batch.out:
+        if rec.role in REPARTITION_ROLES:
+            log.append(rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin)
+    for _, key, state in proc.dirty_state():
+        if state is None:
+            table.pop(key, None)
+        else:
+            table[key] = state
+
+
 def run(
     log: Log, crash_after: set[int], *, before_state: bool = False, per_partition: int = 40
 ) -> tuple[set[str], int]:
@@ -215,17 +227,8 @@ def run_pair(
             records = consumer.poll(per_partition)
             polled += len(records)
             batch = proc.process(records)
-            for rec in batch.out:
-                if rec.role in REPARTITION_ROLES:
-                    log.append(
-                        rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin
-                    )
+            deliver(batch, proc, log, table)
             alerts.update(a.alert_id for a in batch.alerts)
-            for _, key, state in proc.dirty_state():
-                if state is None:
-                    table.pop(key, None)
-                else:
-                    table[key] = state
             consumer.ack(batch.done)
         batch_no += 1
         if batch_no == handover_at:  # a rebalance at a batch boundary, as faust-streaming
@@ -408,17 +411,8 @@ def run_with_rebalances(
             consumer.position = dict(consumer.committed)
             continue
         batch = proc.process(records)
-        for rec in batch.out:
-            if rec.role in REPARTITION_ROLES:
-                log.append(
-                    rec.role, rec.key, rec.value, rec.timestamp_ms, rec.partition, rec.origin
-                )
+        deliver(batch, proc, log, table)
         alerts.update(a.alert_id for a in batch.alerts)
-        for _, key, state in proc.dirty_state():
-            if state is None:
-                table.pop(key, None)
-            else:
-                table[key] = state
         consumer.ack(batch.done)
         idle = idle + 1 if not records and consumer.at_end() else 0
     return alerts
