@@ -13,7 +13,7 @@ import json
 import random
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,13 +148,9 @@ def watermark(log: Log, codec: Codec, time_ms: int) -> None:
             log.append(role, b"__watermark__", value, time_ms, p)
 
 
-def new_processor(
-    table: MutableMapping[str, Any], start_offset: Callable[[str, int], int | None] | None = None
-) -> BatchProcessor:
-    """`start_offset`: where the consumer restarts (the worker's processor judges each
-    source in offset order when it knows)."""
+def new_processor(table: MutableMapping[str, Any]) -> BatchProcessor:
     detectors = [*default_detectors(), InstitutionHourAggregator()]
-    return BatchProcessor(detectors, table, partitions=PARTITIONS, start_offset=start_offset)
+    return BatchProcessor(detectors, table, partitions=PARTITIONS)
 
 
 def deliver(batch: Any, proc: BatchProcessor, log: Log, table: MutableMapping[str, Any]) -> None:
@@ -395,8 +391,7 @@ def run_with_rebalances(
     rebalance_at = set(rng.sample(range(3, 150), rebalances))
     table = SerializedTable()
     alerts: set[str] = set()
-    consumer = UnevenConsumer(log, {}, rng=rng)
-    proc = new_processor(table, lambda topic, p: consumer.committed.get((topic, p), 0))
+    proc, consumer = new_processor(table), UnevenConsumer(log, {}, rng=rng)
     batch_no = idle = 0
     early: list[SourceRecord] | None = None
     while idle < 3:
@@ -418,11 +413,22 @@ def run_with_rebalances(
     return alerts
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (docs/reliability.md, 'Known gaps'): records of the old fetch position judged "
+    "before the seek move a channel past records that come after it",
+)
+@pytest.mark.parametrize("seed", [0, 2, 7, 9])
 def test_records_handed_over_before_the_seek_after_a_rebalance_raise_the_same_alerts(
     reference: tuple[set[str], int], seed: int
 ) -> None:
-    """Judged as they came, records of faust's old fetch position moved a channel past
-    records that only came after the seek: extra impersonation alerts after a restart
-    (settlements judged before their face check), 4 of these 10 seeds before the fix."""
+    """The mechanism behind the SIGKILL test's extra impersonation alerts, reproduced: faust
+    hands over a fetch of its old position after a rebalance, before it seeks back to the
+    committed offset; judged as they come, those records move their channel's event time past
+    held records that only come again after the seek (a settlement judged before its face
+    check). These four seeds differ from the reference (6 of the 10 seeds 0-9 do not). A gate
+    that judged each source in offset order fixed them in-process, but in the real worker it
+    waited for offsets faust did not deliver again (stalled runs), so it is not in the worker;
+    strict: this test fails the suite once the mechanism is fixed, to be turned into a plain
+    test."""
     assert run_with_rebalances(make_log(), seed) == reference[0]
