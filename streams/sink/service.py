@@ -403,7 +403,7 @@ class Sink:
                 self.stats.state = "store unavailable, retrying"
                 log.error("store insert failed (retry in %.1fs): %s", backoff, exc)
                 paused = paused or self._pause()
-                if not self._wait(backoff):
+                if not self._wait(backoff, paused):
                     raise StoreUnavailable(
                         f"stopped while the store is unavailable ({exc}); the batch's offsets "
                         "are not committed and will be re-read"
@@ -438,7 +438,7 @@ class Sink:
                     on_delivery=self._on_delivery,
                 )
             paused = paused or self._pause()
-            if not self._wait(backoff):
+            if not self._wait(backoff, paused):
                 raise DeadLettersUndelivered(
                     f"stopped while {remaining + len(failed)} dead letters were undelivered; "
                     "the batch's offsets are not committed and will be re-read"
@@ -457,12 +457,19 @@ class Sink:
         self.stats.state = "running"
         log.info("%s; resumed %d partitions", why, len(paused))
 
-    def _wait(self, seconds: float) -> bool:
+    def _wait(self, seconds: float, paused: list[TopicPartition]) -> bool:
         """Sleep while polling the (paused) consumer, which keeps the group membership; false
-        when the sink was stopped meanwhile (the batch in flight is then abandoned)."""
+        when the sink was stopped meanwhile (the batch in flight is then abandoned). A record
+        of a partition assigned meanwhile (not paused) is not dropped: its partition is paused
+        too and rewound to it, so it is read again after the pause."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stop.is_set():
-            self.consumer.poll(0.1)
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+                self.consumer.pause([tp])
+                self.consumer.seek(tp)
+                paused.append(tp)
         if self._stop.is_set():
             self._abandoned = True
             return False

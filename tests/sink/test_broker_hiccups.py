@@ -53,22 +53,48 @@ class RefusingProducer:
         return 0
 
 
+class PolledMessage(FakeMessage):
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        super().__init__(b"k", b"v", 0)
+        self._tp = (topic, partition, offset)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._tp[0]
+
+    def partition(self) -> int:
+        return self._tp[1]
+
+    def offset(self) -> int:
+        return self._tp[2]
+
+
 class PausingConsumer:
     def __init__(self) -> None:
         self.paused: list[TopicPartition] = []
         self.polls = 0
+        self.arrivals: list[PolledMessage] = []  # returned by the next polls
+        self.seeks: list[tuple[str, int, int]] = []
+        self.resumed: list[tuple[str, int]] = []
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition("settlement", 0)]
 
     def pause(self, tps: list[TopicPartition]) -> None:
-        self.paused = list(tps)
+        self.paused += list(tps)
 
     def resume(self, tps: list[TopicPartition]) -> None:
+        self.resumed += [(tp.topic, tp.partition) for tp in tps]
         self.paused = []
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float) -> PolledMessage | None:
         self.polls += 1
+        return self.arrivals.pop(0) if self.arrivals else None
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list:
         raise KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))
@@ -139,3 +165,15 @@ def test_an_assignment_whose_committed_offsets_cannot_be_read_is_kept() -> None:
     tps = [TopicPartition("settlement", p) for p in range(3)]
     sink._on_assign(sink.consumer, tps)
     assert sink.stats.assigned == 3 and sink.committed == {}
+
+
+def test_a_record_of_a_partition_assigned_during_the_pause_is_read_again() -> None:
+    """Polled while the batch waits (a partition assigned meanwhile is not paused), a record
+    must not be dropped: its partition is rewound to it, paused, and resumed with the rest."""
+    producer = RefusingProducer(refusals=1)
+    sink = _sink(producer)
+    sink.consumer.arrivals = [PolledMessage("alerts", 3, 42)]
+    _letter(sink, 0)
+    sink._deliver_dead_letters()
+    assert sink.consumer.seeks == [("alerts", 3, 42)]
+    assert ("alerts", 3) in sink.consumer.resumed and ("settlement", 0) in sink.consumer.resumed
