@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from models.aggregates import InstitutionHourAggregator
 from models.reference import Registry
@@ -176,6 +177,30 @@ def consumer_conf(settings: Settings) -> dict[str, Any]:
     }
 
 
+class RestartOffsets:
+    """Where the worker's group (re)starts reading a partition: its committed offset, or the
+    log start for a group that has none (`consumer_auto_offset_reset` is earliest). Asked once
+    per source partition each time the processor opens a partition; None when the broker
+    cannot say (the processor then takes the first record it gets)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Consumer | None = None
+
+    def __call__(self, topic: str, partition: int) -> int | None:
+        tp = TopicPartition(topic, partition)
+        try:
+            if self._consumer is None:
+                conf = {**self.settings.kafka_common(), "group.id": self.settings.worker_app_id}
+                self._consumer = Consumer(conf)
+            (committed,) = self._consumer.committed([tp], timeout=10)
+            low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            log.warning("restart offset of %s[%d] unknown: %s", topic, partition, exc)
+            return None
+        return max(committed.offset, low) if committed.offset >= 0 else low
+
+
 def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     """Build the worker app (topics, table, agent) for these settings."""
     topics = settings.topics
@@ -221,6 +246,7 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
                 settings.allowed_lateness_ms,
                 partitions=partitions,
                 now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
+                start_offset=RestartOffsets(settings),  # judge each source in offset order
             )
         return holder["p"]
 
@@ -296,6 +322,9 @@ async def _process_batch(
             )
         )  # fmt: skip
     batch = proc.process(records)
+    for topic, partition, offset in batch.rewind:
+        # faust read past a record it will not deliver again: read the partition again from it
+        await app.consumer.seek(TP(topic, partition), offset)
     producer = app.producer
     for rec in batch.out:
         headers = [origin_header(rec.origin)] if rec.origin is not None else None

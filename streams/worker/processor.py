@@ -52,6 +52,11 @@ NEVER = -(2**62)
 FORWARDED_CACHE = 20_000
 """Decoded events of the latest forwarded records, by value bytes (see `_remember_forwarded`)."""
 PROGRESS = "__progress__"
+GAP_REWIND_S = 10.0
+"""How often the consumer is asked again to read a gap that has not closed."""
+GAP_PATIENCE_S = 60.0
+"""How long records past a gap in a source's offsets wait for the gap to be read (see
+`_in_offset_order`) before the gap is taken as final and they are judged."""
 """Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 DEDUP_HORIZON_MS = 60 * 60_000
 """How far behind a stage's watermark an event id is remembered, to drop a second delivery of
@@ -86,6 +91,15 @@ class _Held:
     duplicate: bool = False
 
 
+@dataclass(slots=True)
+class _Gap:
+    """Records of a source that arrived past its next expected offset, by offset."""
+
+    since: float
+    asked: float  # when the consumer was last asked to read the gap again
+    records: dict[int, SourceRecord] = field(default_factory=dict)
+
+
 @dataclass
 class Batch:
     """What a batch produced: records to send, detector results, records done."""
@@ -93,6 +107,8 @@ class Batch:
     out: list[OutRecord] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)  # alerts and aggregator records
     done: list[Any] = field(default_factory=list)  # SourceRecord.ref of finished records
+    # (topic, partition, offset) to read again from: a gap the consumer must fill
+    rewind: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def alerts(self) -> list[Alert]:
@@ -200,8 +216,15 @@ class BatchProcessor:
         codec: Codec | None = None,
         partitions: int = 4,
         now_ms: Callable[[], int | None] = wall_clock_ms,
+        start_offset: Callable[[str, int], int | None] | None = None,
     ) -> None:
+        """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
+        partition (its committed offset, or the log start); given, each source's records are
+        judged in offset order without a gap (`_in_offset_order`): the live worker. The
+        backtest's raw-table source gives offsets in event-time order with gaps (watermarks,
+        dead letters), and replays never rebalance."""
         self.codec = codec or Codec.default()
+        self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
         self.table = table
         self.stages = detectors_by_stage(detectors)
@@ -232,6 +255,8 @@ class BatchProcessor:
         self._read_next: dict[tuple[str, int], int] = {}
         self._first_read: dict[tuple[str, int], int] = {}  # since assigned, for diagnostics
         self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
+        self._gaps: dict[tuple[str, int], _Gap] = {}  # records waiting for earlier offsets
+        self._start: dict[tuple[str, int], int | None] = {}  # restart offsets, since opened
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
@@ -306,6 +331,7 @@ class BatchProcessor:
             self._read_next,
             self._first_read,
             self._restored,
+            self._gaps,
             self.floor,
             self._origin_high,
         ):
@@ -313,6 +339,8 @@ class BatchProcessor:
                 del bookkeeping[key]
         self._written.pop(partition, None)
         self._batch_partitions.discard(partition)
+        for key in [k for k in self._start if k[1] == partition]:
+            del self._start[key]
 
     # -- checkpoint -------------------------------------------------------------------------
     def _restore_checkpoint(self, partition: int, saved: dict[str, Any]) -> None:
@@ -461,10 +489,11 @@ class BatchProcessor:
         batch = Batch()
         touched: set[tuple[str, int]] = set()
         self.stats.batches += 1
-        for rec in records:
-            self.stats.read[rec.role] += 1
+        ordered = self._in_offset_order(records, batch) if self.start_offset else records
+        for rec in ordered:
             if rec.partition not in self.stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
+            self.stats.read[rec.role] += 1
             self._batch_partitions.add(rec.partition)
             forwarded, replay = self._seen_before(rec)
             try:
@@ -519,6 +548,81 @@ class BatchProcessor:
         batch.out.extend(self.forward_watermarks())
         batch.out.extend(self._outputs(batch.results))
         return batch
+
+    def _in_offset_order(self, records: list[SourceRecord], batch: Batch) -> Iterator[SourceRecord]:
+        """Each source's records in offset order, without a gap. After a rebalance faust can
+        hand over a few records of its old fetch position before it seeks back to the
+        committed offset: judged first, they would move a channel's event time past records
+        that come only after the seek (a face check judged after its settlement). A record
+        past the next expected offset (for the first record since the partition was opened:
+        where the consumer restarts, `start_offset`) waits here, unacknowledged, and the batch
+        asks the consumer to rewind to the expected offset (`Batch.rewind`): faust, once it has
+        read past a record, drops it when the seek brings it back, so a wait alone could be
+        forever. A copy delivered again replaces the waiting one. A gap still open after
+        GAP_PATIENCE_S is taken as final, with a warning."""
+        now = time.monotonic()
+        for src, gap in list(self._gaps.items()):
+            if now - gap.since >= GAP_PATIENCE_S:
+                first = min(gap.records)
+                log.warning(
+                    "%s[%d]: offsets %s..%d never arrived in %.0fs (deleted by retention?); "
+                    "judging from %d", src[0], src[1], self._read_next.get(src, "?"), first - 1,
+                    now - gap.since, first,
+                )  # fmt: skip
+                self._read_next[src] = first
+                yield from self._unstash(src, batch)
+        for rec in records:
+            if rec.partition not in self.stores:
+                self._open_partition(rec.partition)  # restores its checkpoint first
+            src = (rec.topic, rec.partition)
+            expected = self._expected(src)
+            if expected is not None and rec.offset > expected:
+                gap = self._gaps.get(src)
+                if gap is None:
+                    gap = self._gaps[src] = _Gap(now, now)
+                    batch.rewind.append((rec.topic, rec.partition, expected))
+                    log.info(
+                        "%s[%d]@%d arrived before offset %d: held, and the consumer rewound to "
+                        "it", rec.topic, rec.partition, rec.offset, expected,
+                    )  # fmt: skip
+                elif now - gap.asked >= GAP_REWIND_S:
+                    gap.asked = now
+                    batch.rewind.append((rec.topic, rec.partition, expected))
+                gap.records[rec.offset] = rec  # a copy delivered again replaces the first
+                continue
+            yield rec
+            if src in self._gaps:
+                yield from self._unstash(src, batch)
+
+    def _unstash(self, src: tuple[str, int], batch: Batch) -> Iterator[SourceRecord]:
+        """The waiting records of a source that are next in line; those whose offset was read
+        meanwhile (delivered again after the seek) are dropped. Neither a dropped nor a
+        replaced copy is acknowledged: faust would commit its offset past the gap."""
+        gap = self._gaps[src]
+        while gap.records:
+            nxt = self._read_next.get(src, 0)
+            for offset in [o for o in gap.records if o < nxt]:
+                del gap.records[offset]
+            rec = gap.records.pop(nxt, None)
+            if rec is None:
+                break
+            yield rec  # judged by the caller, which moves the source's next offset past it
+        if not gap.records:
+            del self._gaps[src]
+
+    def _expected(self, src: tuple[str, int]) -> int | None:
+        """The next offset of a source in line to be judged: after the last one read, or,
+        for the first record since the partition was opened, where the consumer restarts."""
+        expected = self._read_next.get(src)
+        if expected is None and self.start_offset is not None:
+            expected = self._start.get(src)
+            if expected is None:
+                expected = self._start[src] = self.start_offset(*src)
+        return expected
+
+    def waiting_for_gap(self) -> int:
+        """Records waiting for earlier offsets of their source (see `_in_offset_order`)."""
+        return sum(len(g.records) for g in self._gaps.values())
 
     def _buffer(self, stage: str, partition: int) -> list:
         buf = self.buffers.get((stage, partition))
@@ -596,14 +700,24 @@ class BatchProcessor:
     def lowest_held(self, topic: str, partition: int) -> int | None:
         """The lowest offset of a record not yet done: nothing at or past it may be committed."""
         offsets = self._held_offsets.get((topic, partition))
-        return min(offsets) if offsets else None
+        low = min(offsets) if offsets else None
+        if (topic, partition) in self._gaps:  # nothing past the gap either
+            expected = self._expected((topic, partition))
+            if expected is not None:
+                low = expected if low is None else min(low, expected)
+        return low
 
     def reading(self, topic: str, partition: int) -> str:
         """Which offsets of a source this process has read since it was assigned."""
         src = (topic, partition)
-        if src not in self._read_next:
-            return "nothing read since assigned"
-        return f"read {self._first_read.get(src)}..{self._read_next[src] - 1} since assigned"
+        if src in self._read_next:
+            text = f"read {self._first_read.get(src)}..{self._read_next[src] - 1} since assigned"
+        else:
+            text = "nothing read since assigned"
+        gap = self._gaps.get(src)
+        if gap is not None:
+            text += f"; {len(gap.records)} records from offset {min(gap.records)} wait for the gap"
+        return text
 
     def why_held(self, topic: str, partition: int) -> str:
         """Why the lowest held record of a source is not judged yet: for an operator's log."""
