@@ -51,6 +51,9 @@ from streams.worker.routing import SOURCE_ROLES
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "detector-state"
+REWIND_CHECK_S = 2.0
+"""How often the worker looks for gaps in a source's offsets to read again (see
+`BatchProcessor._in_offset_order`)."""
 HELD_WARNING_S = 30.0
 """How long a commit may wait for a held record (or a gap) before the worker says so."""
 
@@ -279,6 +282,16 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
         if "p" in holder:
             for partition in sorted({tp.partition for tp in revoked}):
                 holder["p"].drop_partition(partition)
+
+    @app.timer(REWIND_CHECK_S)
+    async def _rewind_gaps() -> None:
+        if "p" not in holder:
+            return
+        for topic, partition, offset in holder["p"].due_rewinds():
+            log.info(
+                "%s[%d]: offset %d still missing; reading from it again", topic, partition, offset
+            )
+            await app.consumer.seek(TP(topic, partition), offset)
 
     @app.timer(HELD_WARNING_S)
     async def _report_stalls() -> None:

@@ -556,9 +556,10 @@ class BatchProcessor:
         that come only after the seek (a face check judged after its settlement). A record
         past the next expected offset (for the first record since the partition was opened:
         where the consumer restarts, `start_offset`) waits here, unacknowledged, and the batch
-        asks the consumer to rewind to the expected offset (`Batch.rewind`): faust, once it has
-        read past a record, drops it when the seek brings it back, so a wait alone could be
-        forever. A copy delivered again replaces the waiting one. A gap still open after
+        asks the consumer to rewind to the expected offset (`Batch.rewind`, then the worker's
+        timer, `due_rewinds`): faust drops a record of an old generation without delivering it
+        again, and drops a re-read record older than one it has delivered, so a wait alone could
+        be forever. A copy delivered again replaces the waiting one. A gap still open after
         GAP_PATIENCE_S is taken as final, with a warning."""
         now = time.monotonic()
         for src, gap in list(self._gaps.items()):
@@ -585,9 +586,7 @@ class BatchProcessor:
                         "%s[%d]@%d arrived before offset %d: held, and the consumer rewound to "
                         "it", rec.topic, rec.partition, rec.offset, expected,
                     )  # fmt: skip
-                elif now - gap.asked >= GAP_REWIND_S:
-                    gap.asked = now
-                    batch.rewind.append((rec.topic, rec.partition, expected))
+
                 gap.records[rec.offset] = rec  # a copy delivered again replaces the first
                 continue
             yield rec
@@ -619,6 +618,20 @@ class BatchProcessor:
             if expected is None:
                 expected = self._start[src] = self.start_offset(*src)
         return expected
+
+    def due_rewinds(self, now: float | None = None) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of the gaps still open GAP_REWIND_S after the consumer
+        was last asked to read them: the worker's timer seeks them again. (A seek can land
+        while faust still hands over buffered records past the gap; faust then drops the
+        re-read gap as older than what it delivered, and only a later seek brings it.)"""
+        now = time.monotonic() if now is None else now
+        due = []
+        for (topic, partition), gap in self._gaps.items():
+            expected = self._expected((topic, partition))
+            if expected is not None and now - gap.asked >= GAP_REWIND_S:
+                gap.asked = now
+                due.append((topic, partition, expected))
+        return due
 
     def waiting_for_gap(self) -> int:
         """Records waiting for earlier offsets of their source (see `_in_offset_order`)."""

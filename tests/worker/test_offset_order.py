@@ -93,3 +93,23 @@ def test_after_a_restart_the_first_record_must_be_where_the_consumer_restarts(
     assert restarted.waiting_for_gap() == 0
     assert restarted.reading("settlement", 0) == "read 3..8 since assigned"
     assert asked == [("settlement", 0)]  # once per source while the partition is open
+
+
+def test_a_gap_that_stays_open_is_asked_for_again(
+    settlements: list[SourceRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust can drop the re-read gap (it delivered later records meanwhile): the worker's
+    timer asks for it again every GAP_REWIND_S, without new records arriving."""
+    clock = [1000.0]
+    monkeypatch.setattr(processor_module.time, "monotonic", lambda: clock[0])
+    proc = new_processor(SerializedTable(), lambda topic, p: 0)
+    proc.process(settlements[0:2])
+    batch = proc.process(settlements[4:6])
+    assert batch.rewind == [("settlement", 0, 2)]
+    assert proc.due_rewinds() == []  # just asked
+    clock[0] += processor_module.GAP_REWIND_S
+    assert proc.due_rewinds() == [("settlement", 0, 2)]
+    assert proc.due_rewinds() == []
+    proc.process(settlements[2:4])  # the gap is read: nothing more to ask
+    clock[0] += processor_module.GAP_REWIND_S
+    assert proc.due_rewinds() == [] and proc.waiting_for_gap() == 0
