@@ -70,9 +70,9 @@ def kill_reference(kill_world: World) -> dict:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="failed now and then until 2026-12-02 (extra impersonation alerts after a restart); "
-    "the mechanism (faust's handover and skipped records around a rebalance) was found and "
-    "fixed that day; kept until enough runs show it holds. docs/reliability.md, 'Known gaps'",
+    reason="fails now and then (extra impersonation alerts after a restart): one mechanism "
+    "(faust's handover and skipped records around a rebalance) fixed on 2026-12-02, and it "
+    "still failed 1 of 4 runs after. docs/reliability.md, 'Known gaps'",
 )
 def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     kill_world: World, request: pytest.FixtureRequest, store
