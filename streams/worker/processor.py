@@ -586,7 +586,6 @@ class BatchProcessor:
                         "%s[%d]@%d arrived before offset %d: held, and the consumer rewound to "
                         "it", rec.topic, rec.partition, rec.offset, expected,
                     )  # fmt: skip
-
                 gap.records[rec.offset] = rec  # a copy delivered again replaces the first
                 continue
             yield rec

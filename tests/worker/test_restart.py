@@ -400,9 +400,10 @@ def run_with_rebalances(
     batch_no = idle = 0
     early: list[SourceRecord] | None = None
     while idle < 3:
-        records, early = (
-            (early, None) if early is not None else (consumer.poll(per_partition), None)
-        )
+        if early is not None:  # the fetch handed over at the last rebalance
+            records, early = early, None
+        else:
+            records = consumer.poll(per_partition)
         batch_no += 1
         if batch_no in rebalance_at:
             for partition in range(PARTITIONS):
@@ -424,7 +425,7 @@ def run_with_rebalances(
 def test_records_handed_over_before_the_seek_after_a_rebalance_raise_the_same_alerts(
     reference: tuple[set[str], int], seed: int
 ) -> None:
-    """The mechanism behind the SIGKILL test's extra impersonation alerts: faust hands over a
+    """One mechanism behind the SIGKILL test's extra impersonation alerts: faust hands over a
     fetch of its old position after a rebalance, before it seeks back to the committed offset.
     Judged as they came, those records moved their channel's event time past held records
     that only came again after the seek (a settlement judged before its face check): seeds 0,
