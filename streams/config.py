@@ -36,12 +36,16 @@ class TopicSpec(BaseModel):
     partitions: int = Field(ge=1)
     retention_ms: int = Field(description="-1 keeps records forever")
     timestamp_type: Literal["CreateTime", "LogAppendTime"] = "CreateTime"
+    cleanup_policy: Literal["delete", "compact"] = "delete"
 
     def config(self) -> dict[str, str]:
-        return {
+        config = {
             "retention.ms": str(self.retention_ms),
             "message.timestamp.type": self.timestamp_type,
         }
+        if self.cleanup_policy != "delete":  # the broker's default stays implicit
+            config["cleanup.policy"] = self.cleanup_policy
+        return config
 
 
 class Topics(BaseModel):
@@ -156,6 +160,12 @@ class Settings(BaseSettings):
 
     # Worker (faust): consumer group / app id, batches, event-time lateness, reference data
     worker_app_id: str = "fundwatch-worker"
+    worker_engine: Literal["transactional", "faust"] = Field(
+        default="transactional",
+        description="transactional: confluent-kafka, each batch's outputs, states and offsets "
+        "in one Kafka transaction (exactly once across kills and rebalances); faust: the "
+        "faust-streaming agent with RocksDB tables (at least once, see docs/worker.md)",
+    )
     worker_batch_size: int = Field(default=2000, ge=1)
     worker_batch_seconds: float = Field(default=0.2, gt=0)
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)

@@ -319,7 +319,7 @@ class Sink:
         self._store_with_retry()
         self.ranking.after_store()  # learn the stored reviews, checkpoint before the commit
         self._deliver_dead_letters()
-        self._commit(dict(self._pending))
+        self._commit(self._past_markers(dict(self._pending)))
         for topic, n in self._pending_counts.items():
             self.stats.topics[topic].stored += n
         self._pending.clear()
@@ -333,6 +333,22 @@ class Sink:
         self._batch_read = 0
         self._batch_ts.clear()
         self._batch_started = time.monotonic()
+
+    def _past_markers(self, pending: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """The offsets to commit, moved past the transaction markers that follow the stored
+        records (the worker writes its outputs in transactions; a marker takes an offset and
+        is never delivered, so committing `last offset + 1` would leave every partition one
+        record "behind" its end). The consumer's position is past the records handled and the
+        markers after them; a record rewound to be read again keeps the position below it."""
+        try:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in pending])
+        except KafkaException:
+            return pending
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            if tp.offset > pending[key]:
+                pending[key] = tp.offset
+        return pending
 
     def _commit(self, pending: dict[tuple[str, int], int]) -> None:
         """Send the stored batch's offsets to the group without waiting: the answer arrives

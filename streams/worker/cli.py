@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default worker-1)",
     )  # fmt: skip
     parser.add_argument(
+        "--engine", choices=("transactional", "faust"), default=None,
+        help="transactional (default): confluent-kafka, a batch's outputs, states and offsets "
+        "in one Kafka transaction; faust: the faust-streaming agent with RocksDB tables "
+        "(default FUNDWATCH_WORKER_ENGINE)",
+    )  # fmt: skip
+    parser.add_argument(
         "--registry", type=Path, default=None, metavar="DIR",
         help="reference data (institutions.jsonl, drugs.jsonl); default FUNDWATCH_REGISTRY_DIR "
         "or <data_dir>/registry",
@@ -25,15 +31,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
-    from faust.worker import Worker
-
     from streams.stack.topics import ensure_topics
-    from streams.worker.app import create_app
 
     if args.registry is not None:
         settings = settings.model_copy(update={"registry_dir": args.registry})
+    if args.engine is not None:
+        settings = settings.model_copy(update={"worker_engine": args.engine})
     ensure_topics(settings, settings.topics.all())
-    app = create_app(settings, args.name)
+    if settings.worker_engine == "transactional":
+        return run_transactional(settings, args.name)
+    return run_faust(settings, args.name)
+
+
+def run_transactional(settings: Settings, name: str) -> int:
+    from streams.stack.topics import ensure_topics
+    from streams.worker.metrics import WorkerMetrics
+    from streams.worker.transactional import TransactionalWorker, WorkerFailed, changelog_spec
+
+    ensure_topics(settings, [changelog_spec(settings)])
+    worker = TransactionalWorker(settings, name)
+    metrics = WorkerMetrics(settings, worker, lambda: worker.processor, name)
+    worker.metrics = metrics
+    server = metrics.serve()  # /metrics and /health
+    try:
+        worker.run()
+    except WorkerFailed as exc:
+        log.error("worker %s stopped: %s", name, exc)
+        return 1
+    finally:
+        if server is not None:
+            server.close()
+    return 0
+
+
+def run_faust(settings: Settings, name: str) -> int:
+    from faust.worker import Worker
+
+    from streams.worker.app import create_app
+
+    app = create_app(settings, name)
     level = logging.getLogger().getEffectiveLevel()
     loglevel = "info" if level <= logging.INFO else "warn"
     # aiokafka formats a debug record for every message it sends unless its own logger says

@@ -75,9 +75,8 @@ class WorkerMetrics(Collector):
             return
         for rec in batch.out:
             self.out[rec.role] += 1
-        self.latency.observe_many(
-            now - ev.message.timestamp for ev in batch.done if ev.message.timestamp
-        )
+        times = (_record_time(ref) for ref in batch.done)
+        self.latency.observe_many(now - t for t in times if t)
         proc = self.processor()
         if proc is not None:
             self.held = proc.held_records()
@@ -110,8 +109,10 @@ class WorkerMetrics(Collector):
         return out
 
     def lag(self) -> tuple[dict[str, int], int, int]:
-        """(lag per topic, records not yet read, assigned partitions), from faust's consumer;
-        empty before it runs."""
+        """(lag per topic, records not yet read, assigned partitions), from faust's consumer
+        (or the transactional engine's); empty before it runs."""
+        if callable(getattr(self.app, "lag", None)):
+            return self.app.lag()
         consumer = getattr(self.app, "_consumer", None)
         if consumer is None:
             return {}, 0, 0
@@ -243,3 +244,12 @@ class WorkerMetrics(Collector):
             self.health,
             port=self.settings.worker_metrics_port,
         ).start()
+
+
+def _record_time(ref: Any) -> float | None:
+    """A finished record's timestamp in seconds: a faust event or a confluent-kafka message."""
+    message = getattr(ref, "message", None)
+    if message is not None:
+        return message.timestamp
+    kind, ms = ref.timestamp()
+    return ms / 1000.0 if kind else None

@@ -1,0 +1,423 @@
+"""The transactional engine: confluent-kafka, one Kafka transaction per batch.
+
+Per batch: consume up to `worker_batch_size` records of the six source topics (the three
+inputs and the three repartition topics), hand them to the BatchProcessor, then write in ONE
+transaction everything the batch produced: alerts, aggregates, dead letters, repartitioned
+copies, the changed detector states (to the compacted state changelog) and the group's offsets
+(`send_offsets_to_transaction`). A read_committed reader (every librdkafka client by default:
+the sink, the worker itself, a restore) sees all of a batch or none of it, so a worker killed
+at any point resumes exactly at the previous batch, with that batch's states: nothing lost,
+nothing judged twice, without the faust engine's checkpoint dedup having to guess.
+
+The offsets committed for a source stop at the lowest record the processor still holds (its
+event-time reorder buffer); those records are read again after a restart and the processor's
+checkpoint, written in the same transaction, tells which of the re-read records were judged.
+
+State: a dict over the partitions this worker owns (keys `<partition>|<detector>|<key>`, the
+processor's table), restored from the changelog each time a partition is assigned. Partition
+`p` of every source topic goes to the same worker (the `range` assignor, all six topics having
+the same partition count), so one changelog partition holds all of partition `p`'s state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from models.aggregates import InstitutionHourAggregator
+from models.rules.config import load_rule_config
+from models.runner import wall_clock_ms
+from streams.config import Settings, TopicSpec
+from streams.worker.processor import (
+    ORIGIN_HEADER,
+    Batch,
+    BatchProcessor,
+    OutRecord,
+    SourceRecord,
+    origin_header,
+    parse_origin,
+)
+from streams.worker.routing import SOURCE_ROLES
+
+log = logging.getLogger(__name__)
+
+OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters", "by_institution", "by_doctor", "by_group")
+TXN_TIMEOUT_S = 60.0
+"""How long a transaction call may take before the worker gives up on it (and on the batch)."""
+RESTORE_TIMEOUT_S = 600.0
+
+
+class WorkerFailed(RuntimeError):
+    """The worker cannot go on (fenced by another instance of the same name, a fatal producer
+    error): it stops, and the group gives its partitions to the other workers."""
+
+
+def changelog_spec(settings: Settings) -> TopicSpec:
+    """The compacted topic of the detector states: one key per state, partition = source
+    partition."""
+    return TopicSpec(
+        name=f"{settings.worker_app_id}-state-changelog",
+        partitions=settings.topics.settlement.partitions,
+        retention_ms=-1,
+        cleanup_policy="compact",
+    )
+
+
+def build_processor(settings: Settings, table: dict[str, Any]) -> BatchProcessor:
+    """The worker's BatchProcessor: the configured rules, the aggregator, the wall clock.
+
+    Without the offset-order gate (`start_offset`), which the faust engine needs: librdkafka
+    delivers each partition in offset order from where it was told to start, and offsets of
+    transactionally written topics have gaps by design (the commit markers)."""
+    from streams.worker.app import _no_clock, load_registry
+
+    rules = load_rule_config(settings.rules_config)
+    log.info("rule configuration %s (%s)", rules.label, rules.path)
+    detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
+    return BatchProcessor(
+        detectors,
+        table,
+        settings.allowed_lateness_ms,
+        partitions=settings.topics.settlement.partitions,
+        now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
+    )
+
+
+def restore_states(
+    settings: Settings, topic: str, partitions: set[int], table: dict[str, Any]
+) -> int:
+    """Read the committed states of `partitions` from the changelog into `table`; returns the
+    number of records read."""
+    if not partitions:
+        return 0
+    conf = {
+        **settings.kafka_common(),
+        "group.id": f"{settings.worker_app_id}-restore",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+    }
+    consumer = Consumer(conf)
+    pending = set(partitions)
+    records = 0
+    deadline = time.monotonic() + RESTORE_TIMEOUT_S
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+        while pending:
+            if time.monotonic() > deadline:
+                raise WorkerFailed(
+                    f"state of partitions {sorted(pending)} not restored from {topic} in "
+                    f"{RESTORE_TIMEOUT_S:.0f}s"
+                )
+            for msg in consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                    else:
+                        log.warning("restoring %s[%d]: %s", topic, msg.partition(), err.str())
+                    continue
+                records += 1
+                key = msg.key().decode()
+                value = msg.value()
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = json.loads(value)
+    finally:
+        consumer.close()
+    return records
+
+
+def drop_states(table: dict[str, Any], partition: int) -> None:
+    prefix = f"{partition}|"
+    for key in [k for k in table if k.startswith(prefix)]:
+        del table[key]
+
+
+class TransactionalWorker:
+    """One worker process: consume, process, and commit each batch in one transaction."""
+
+    def __init__(self, settings: Settings, name: str = "worker-1") -> None:
+        self.settings = settings
+        self.name = name
+        topics = settings.topics
+        self.role_of = {getattr(topics, role).name: role for role in SOURCE_ROLES}
+        self.out_names = {role: getattr(topics, role).name for role in OUTPUT_ROLES}
+        self.changelog = changelog_spec(settings).name
+        self.table: dict[str, Any] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}
+        self.owned: set[int] = set()
+        self.committed: dict[tuple[str, int], int] = {}  # by this process, for the lag
+        self.state = "starting"
+        self.metrics: Any = None  # a WorkerMetrics, told of every batch
+        self._stop = False
+        self.processor = build_processor(settings, self.table)
+        common = settings.kafka_common()
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": settings.worker_app_id,
+                "client.id": f"{settings.worker_app_id}-{name}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                # partition p of every source topic to one worker: its state is one changelog
+                # partition (all six topics have the same partition count)
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": int(settings.worker_session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(settings.worker_heartbeat_interval_s * 1000),
+            }
+        )
+        self.producer = Producer(
+            {
+                **common,
+                "client.id": f"{settings.worker_app_id}-{name}",
+                # one id per worker name: a restarted worker fences its predecessor and aborts
+                # the transaction it left open
+                "transactional.id": f"{settings.worker_app_id}-{name}",
+                "transaction.timeout.ms": 30_000,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 1_000_000,
+                # keys to partitions as the Java client and aiokafka (the faust engine) do
+                "partitioner": "murmur2_random",
+            }
+        )
+
+    # -- life cycle -------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """SIGTERM/SIGINT: finish and commit the batch in flight, then leave the group."""
+        if not self._stop:
+            log.info("stop requested: finishing the batch in flight")
+        self._stop = True
+
+    def run(self, install_signals: bool = True) -> None:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.producer.init_transactions(TXN_TIMEOUT_S)
+        self.consumer.subscribe(
+            list(self.role_of),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self.state = "running"
+        log.info("worker %s running (transactional engine)", self.name)
+        size = self.settings.worker_batch_size
+        wait = self.settings.worker_batch_seconds
+        try:
+            while not self._stop:
+                messages = self.consumer.consume(size, wait)
+                records = self._records(messages)
+                if records:
+                    started = time.monotonic()
+                    batch = self.run_batch(records)
+                    if self.metrics is not None:
+                        self.metrics.batch_done(records, batch, started)
+                for topic, partition, offset in self.processor.due_rewinds():
+                    log.info("%s[%d]: offset %d missing; reading from it again", topic, partition,
+                             offset)  # fmt: skip
+                    self._seek(topic, partition, offset)
+        finally:
+            self.state = "stopping"
+            self.consumer.close()  # leaves the group: its partitions move at once
+            self.producer.flush(10)
+            self.state = "stopped"
+            log.info("worker %s stopped", self.name)
+
+    # -- rebalances -------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        self._open(consumer, tps)
+
+    def _open(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        """Where each source restarts, then the states of the new partitions. The committed
+        offsets come first: with read_committed, librdkafka asks for stable offsets, so a
+        transaction a previous owner left pending is resolved before its states are read."""
+        if not tps:
+            return
+        started = time.monotonic()
+        committed = consumer.committed(tps, timeout=TXN_TIMEOUT_S)
+        for tp in committed:
+            offset = tp.offset
+            if offset < 0:
+                low, _ = consumer.get_watermark_offsets(tp, timeout=TXN_TIMEOUT_S)
+                offset = low
+            self.start_offsets[(tp.topic, tp.partition)] = offset
+        partitions = {tp.partition for tp in tps}
+        new = partitions - self.owned
+        restored = restore_states(self.settings, self.changelog, new, self.table)
+        for tp in tps:
+            self.processor.assigned(tp.topic, tp.partition)
+        self.owned |= partitions
+        log.info(
+            "assigned partitions %s: %d state records restored in %.1fs",
+            sorted(partitions), restored, time.monotonic() - started,
+        )  # fmt: skip
+
+    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        self._close({tp.partition for tp in tps})
+
+    def _close(self, partitions: set[int]) -> None:
+        for partition in sorted(partitions & self.owned):
+            self.processor.drop_partition(partition)
+            drop_states(self.table, partition)
+        self.owned -= partitions
+        for key in [k for k in self.start_offsets if k[1] in partitions]:
+            del self.start_offsets[key]
+
+    def _reset(self) -> None:
+        """After an aborted transaction: forget what this process did since the last commit
+        and read again from the committed offsets, with the committed states."""
+        assignment = self.consumer.assignment()
+        log.warning("transaction aborted: reading %d partitions again from their committed "
+                    "offsets", len(assignment))  # fmt: skip
+        self._close(set(self.owned))
+        self._open(self.consumer, assignment)
+        for tp in assignment:
+            self._seek(tp.topic, tp.partition, self.start_offsets[(tp.topic, tp.partition)])
+
+    def _seek(self, topic: str, partition: int, offset: int) -> None:
+        try:
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:  # not assigned any more: the next owner reads it
+            log.info("seek of %s[%d] to %d: %s", topic, partition, offset, exc)
+
+    # -- batches ----------------------------------------------------------------------------
+    def _records(self, messages: list[Message]) -> list[SourceRecord]:
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                log.warning("consumer: %s", err.str())
+                continue
+            kind, ts = msg.timestamp()
+            headers = msg.headers()
+            records.append(
+                SourceRecord(
+                    self.role_of[msg.topic()], msg.topic(), msg.partition(), msg.offset(),
+                    msg.key(), msg.value(), ts if kind else None, msg,
+                    _origin_of(headers) if headers else None,
+                )
+            )  # fmt: skip
+        return records
+
+    def run_batch(self, records: list[SourceRecord]) -> Batch:
+        """Process a batch and commit it, outputs, states and offsets in one transaction."""
+        batch = self.processor.process(records)
+        for topic, partition, offset in batch.rewind:
+            self._seek(topic, partition, offset)
+        writes = list(self.processor.dirty_state())
+        try:
+            self._transaction(batch.out, writes)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise WorkerFailed(f"fatal producer error: {err.str()}") from exc
+            log.warning("batch not committed: %s", err.str())
+            if err.txn_requires_abort():
+                self.producer.abort_transaction(TXN_TIMEOUT_S)
+            self._reset()
+        return batch
+
+    def _transaction(self, out: list[OutRecord], writes: list[tuple[int, str, Any]]) -> None:
+        producer = self.producer
+        producer.begin_transaction()
+        for rec in out:
+            headers = [origin_header(rec.origin)] if rec.origin is not None else None
+            self._produce(
+                self.out_names[rec.role], rec.key, rec.value, rec.partition, rec.timestamp_ms,
+                headers,
+            )  # fmt: skip
+        for partition, key, state in writes:
+            value = None if state is None else json.dumps(state, separators=(",", ":"))
+            self._produce(self.changelog, key.encode(), value, partition, None, None)
+            if state is None:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = state
+        offsets = self._offsets()
+        if offsets:
+            producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+            )
+        producer.commit_transaction(TXN_TIMEOUT_S)
+        for tp in offsets:
+            self.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | str | None,
+        partition: int | None,
+        timestamp_ms: int | None,
+        headers: Any,
+    ) -> None:
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.05)
+
+    def _offsets(self) -> list[TopicPartition]:
+        """Per assigned source: its position, or the lowest record still held if lower."""
+        out = []
+        for tp in self.consumer.position(self.consumer.assignment()):
+            if tp.offset < 0:
+                continue  # nothing read since assigned
+            low = self.processor.lowest_held(tp.topic, tp.partition)
+            offset = tp.offset if low is None else min(low, tp.offset)
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
+
+    # -- what the metrics read ---------------------------------------------------------------
+    def lag(self) -> tuple[dict[str, int], int, int]:
+        """(records past the last commit per topic, records not yet read, partitions)."""
+        lags: dict[str, int] = {}
+        unread = 0
+        try:
+            assignment = self.consumer.assignment()
+            positions = {(tp.topic, tp.partition): tp.offset
+                         for tp in self.consumer.position(assignment)}  # fmt: skip
+            for tp in assignment:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
+                key = (tp.topic, tp.partition)
+                done = self.committed.get(key, self.start_offsets.get(key, 0))
+                lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - done)
+                pos = positions.get(key, -1)
+                unread += max(0, high - (pos if pos >= 0 else done))
+        except KafkaException:
+            return {}, 0, 0
+        return lags, unread, len(assignment)
+
+
+def _origin_of(headers: list[tuple[str, bytes]]) -> Any:
+    for name, value in headers:
+        if name == ORIGIN_HEADER and value:
+            return parse_origin(value)
+    return None
