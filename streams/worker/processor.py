@@ -254,7 +254,9 @@ class BatchProcessor:
         # (next offset, offsets it still held) per source, restored channel floors
         self._read_next: dict[tuple[str, int], int] = {}
         self._first_read: dict[tuple[str, int], int] = {}  # since assigned, for diagnostics
-        self._restored: dict[tuple[str, int], tuple[int, set[int]]] = {}
+        # per source: (next offset, {held offset: the stages it still waited in, or None
+        # for all of them}) as the previous process left them
+        self._restored: dict[tuple[str, int], tuple[int, dict[int, tuple[str, ...] | None]]] = {}
         self._gaps: dict[tuple[str, int], _Gap] = {}  # records waiting for earlier offsets
         self._start: dict[tuple[str, int], int | None] = {}  # restart offsets, since opened
         self.floor: dict[tuple[str, int], int] = {}
@@ -347,8 +349,13 @@ class BatchProcessor:
         for role, orole, opart, offset, copy in saved.get("org", ()):
             key = (role, partition, orole, opart)
             self._origin_high[key] = max(self._origin_high.get(key, (-1, -1)), (offset, copy))
-        for topic, (nxt, held) in saved.get("src", {}).items():
-            self._restored[(topic, partition)] = (nxt, set(held))
+        for topic, entry in saved.get("src", {}).items():
+            nxt, held = entry[0], entry[1]
+            waiting = entry[2] if len(entry) > 2 else {}
+            self._restored[(topic, partition)] = (
+                nxt,
+                {o: tuple(waiting[str(o)]) if str(o) in waiting else None for o in held},
+            )
         for role, value in saved.get("ch", {}).items():
             key = (role, partition)
             if role in INPUT_ROLES:
@@ -360,9 +367,11 @@ class BatchProcessor:
             partition, len(saved.get("src", {})), len(saved.get("ch", {})),
         )  # fmt: skip
 
-    def _seen_before(self, rec: SourceRecord) -> tuple[bool, bool]:
-        """(read, judged) before the checkpoint, for a record faust delivers again: a record
-        read before was forwarded then; one read and not held any more was also judged."""
+    def _seen_before(self, rec: SourceRecord) -> tuple[bool, bool, tuple[str, ...] | None]:
+        """(read, judged, stages) before the checkpoint, for a record delivered again: a record
+        read before was forwarded then; one read and not held any more was also judged; one
+        held is judged now in the stages it still waited in (`stages`; None: all of them),
+        since the others judged it before the checkpoint and their states say so."""
         src = (rec.topic, rec.partition)
         if rec.offset >= self._read_next.get(src, -1):
             if src not in self._read_next:
@@ -370,17 +379,16 @@ class BatchProcessor:
             self._read_next[src] = rec.offset + 1
         restored = self._restored.get(src)
         if restored is None:
-            return False, False
+            return False, False, None
         # Kept for as long as the partition is assigned: after a rebalance faust may deliver
         # records of the old fetch position before it seeks back to the committed offset, so
         # the offsets do not arrive in one ascending pass.
         end, unread = restored
         if rec.offset >= end:
-            return False, False
-        if rec.offset in unread:
-            unread.discard(rec.offset)  # held at the checkpoint: judged now, by this process
-            return True, False
-        return True, True
+            return False, False, None
+        if rec.offset in unread:  # held at the checkpoint: judged now, by this process
+            return True, False, unread.pop(rec.offset)
+        return True, True, None
 
     def _copy_seen(self, rec: SourceRecord, read_before: bool) -> bool:
         """A repartitioned copy whose input record was copied here before: a worker killed
@@ -402,20 +410,34 @@ class BatchProcessor:
     def _checkpoint(self, partition: int) -> dict[str, Any]:
         """Where partition `partition` stands, consistent with the states written with it."""
         src: dict[str, list[Any]] = {}
+        oldest: dict[str, int] = {}
+        waiting: dict[str, dict[str, list[str]]] = {}  # per topic: held offset -> its stages
+        for stage in self.stages:
+            for order, _, held_rec in self.buffers.get((stage, partition), ()):
+                role = held_rec.rec.role
+                if order[0] < oldest.get(role, -NEVER):
+                    oldest[role] = order[0]
+                by_offset = waiting.setdefault(held_rec.rec.topic, {})
+                by_offset.setdefault(str(held_rec.rec.offset), []).append(stage)
         for (topic, p), (end, unread) in self._restored.items():
-            if p == partition:
+            if p == partition:  # held by the previous process, not read again yet
+                by_offset = waiting.setdefault(topic, {})
+                for offset, stages in unread.items():
+                    if stages is not None:
+                        by_offset[str(offset)] = list(stages)
                 src[topic] = [end, sorted(unread)]
         for (topic, p), nxt in self._read_next.items():
             if p == partition:
                 end, unread = src.get(topic, (nxt, []))
                 held = set(self._held_offsets.get((topic, p), ())) | set(unread)
                 src[topic] = [max(end, nxt), sorted(held)]
-        oldest: dict[str, int] = {}
-        for stage in self.stages:
-            for order, _, held_rec in self.buffers.get((stage, partition), ()):
-                role = held_rec.rec.role
-                if order[0] < oldest.get(role, -NEVER):
-                    oldest[role] = order[0]
+        for topic, entry in src.items():
+            # the stages each held record still waits in (a record in no buffer, waiting for
+            # a gap, waits in all of them); a stage that judged it must not judge it again
+            by_offset = waiting.get(topic, {})
+            entry.append(
+                {str(o): sorted(by_offset[str(o)]) for o in entry[1] if str(o) in by_offset}
+            )
         channels: dict[str, int] = {}
         for role in (*INPUT_ROLES, *REPARTITION_ROLES):
             value = min(self._channel(role, partition), oldest.get(role, -NEVER))
@@ -495,7 +517,7 @@ class BatchProcessor:
                 self._open_partition(rec.partition)  # restores its checkpoint first
             self.stats.read[rec.role] += 1
             self._batch_partitions.add(rec.partition)
-            forwarded, replay = self._seen_before(rec)
+            forwarded, replay, waiting = self._seen_before(rec)
             try:
                 event = self._decode(rec)
             except _Rejected as exc:
@@ -537,6 +559,11 @@ class BatchProcessor:
                         self._remember_forwarded(rec.value, event)
                 self._observe(rec, ts, None)
             stages = STAGES_OF_ROLE[rec.role]
+            if waiting is not None:  # re-read: only the stages that had not judged it yet
+                stages = tuple(stage for stage in stages if stage in waiting)
+                if not stages:
+                    batch.done.append(rec.ref)
+                    continue
             held = _Held(rec, event, len(stages))
             self._held_offsets.setdefault((rec.topic, rec.partition), set()).add(rec.offset)
             for stage in stages:

@@ -25,6 +25,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -109,6 +110,7 @@ def restore_states(
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 10,  # the end of a partition is reached in milliseconds
     }
     consumer = Consumer(conf)
     pending = set(partitions)
@@ -122,7 +124,7 @@ def restore_states(
                     f"state of partitions {sorted(pending)} not restored from {topic} in "
                     f"{RESTORE_TIMEOUT_S:.0f}s"
                 )
-            for msg in consumer.consume(10_000, 0.5):
+            for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
@@ -229,6 +231,8 @@ class TransactionalWorker:
                     batch = self.run_batch(records)
                     if self.metrics is not None:
                         self.metrics.batch_done(records, batch, started)
+                elif self._markers_passed():
+                    self._commit([], [], 0)  # move the group's offsets past them
                 for topic, partition, offset in self.processor.due_rewinds():
                     log.info("%s[%d]: offset %d missing; reading from it again", topic, partition,
                              offset)  # fmt: skip
@@ -321,18 +325,39 @@ class TransactionalWorker:
         batch = self.processor.process(records)
         for topic, partition, offset in batch.rewind:
             self._seek(topic, partition, offset)
-        writes = list(self.processor.dirty_state())
+        self._commit(batch.out, list(self.processor.dirty_state()), len(records))
+        return batch
+
+    def _commit(self, out: list[OutRecord], writes: list[tuple[int, str, Any]], n: int) -> None:
+        """One transaction; when it fails, abort it and read again from the last commit."""
         try:
-            self._transaction(batch.out, writes)
+            self._transaction(out, writes)
         except KafkaException as exc:
             err = exc.args[0]
             if err.fatal():
                 raise WorkerFailed(f"fatal producer error: {err.str()}") from exc
-            log.warning("batch not committed: %s", err.str())
-            if err.txn_requires_abort():
+            log.warning("batch of %d records not committed: %s", n, err.str())
+            try:
                 self.producer.abort_transaction(TXN_TIMEOUT_S)
+            except KafkaException as abort_exc:
+                if abort_exc.args[0].fatal():
+                    raise WorkerFailed(f"fatal producer error: {abort_exc}") from abort_exc
+                log.info("abort: %s", abort_exc.args[0].str())  # no transaction was open
             self._reset()
-        return batch
+
+    def _markers_passed(self) -> bool:
+        """The consumer moved past records it never delivers (transaction markers, aborted
+        records) since the last commit: a fetch that ended on a marker leaves the group one
+        offset behind the end of the partition until the offsets are committed again."""
+        try:
+            offsets = self._offsets()
+        except KafkaException:
+            return False
+        return any(
+            tp.offset > self.committed.get((tp.topic, tp.partition), self.start_offsets.get(
+                (tp.topic, tp.partition), tp.offset))
+            for tp in offsets
+        )  # fmt: skip
 
     def _transaction(self, out: list[OutRecord], writes: list[tuple[int, str, Any]]) -> None:
         producer = self.producer
@@ -352,10 +377,12 @@ class TransactionalWorker:
                 self.table[key] = state
         offsets = self._offsets()
         if offsets:
-            producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+            _retrying(
+                lambda: producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+                )
             )
-        producer.commit_transaction(TXN_TIMEOUT_S)
+        _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
         for tp in offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
 
@@ -414,6 +441,20 @@ class TransactionalWorker:
         except KafkaException:
             return {}, 0, 0
         return lags, unread, len(assignment)
+
+
+def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
+    """A transaction call, again after a retriable error (librdkafka's contract: the same call
+    may be repeated until it succeeds or fails for good)."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == attempts - 1:
+                raise
+            log.info("transaction call failed, trying again: %s", exc.args[0].str())
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _origin_of(headers: list[tuple[str, bytes]]) -> Any:

@@ -1,9 +1,11 @@
 """Worker faults on the real broker: SIGKILL at random points of a stream, and duplicated input.
 
-A killed worker commits nothing after its last batch and leaves no group: the restarted one waits
+A killed worker commits nothing after its last batch and leaves no group: its open transaction
+is aborted when the restarted one (same name, same transactional id) starts, which then waits
 for the group's session timeout (6 s here, `FUNDWATCH_WORKER_SESSION_TIMEOUT_S`), restores its
-state from RocksDB/the changelog and re-reads from the committed offsets. The alerts must be an
-uninterrupted run's, alert for alert, and ClickHouse must keep one row per alert. A producer that
+state from the changelog and re-reads from the committed offsets. The alerts must be an
+uninterrupted run's, alert for alert and each once in the topic, and ClickHouse must keep one
+row per alert. A producer that
 retries delivers a record twice (same event id): the worker must raise the same alerts.
 """
 
@@ -68,12 +70,6 @@ def kill_reference(kill_world: World) -> dict:
     return {"alerts": alerts, "run": run}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fails now and then (extra impersonation alerts after a restart): one mechanism "
-    "(faust's handover and skipped records around a rebalance) fixed on 2026-12-02, and it "
-    "still failed 1 of 4 runs after. docs/reliability.md, 'Known gaps'",
-)
 def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     kill_world: World, request: pytest.FixtureRequest, store
 ) -> None:
@@ -129,6 +125,7 @@ def test_a_worker_killed_three_times_raises_the_same_alerts_once_stored(
     distinct = {a["alert_id"] for a in got}
     print(f"alert records {len(got)} ({len(distinct)} distinct ids); uninterrupted run: "
           f"{len(reference['alerts'])} records")  # fmt: skip
+    assert len(got) == len(reference["alerts"])  # no alert of an aborted batch is visible
 
     settings = run.settings
     sink = Sink(settings, store, roles=("alerts",), group_id=f"{settings.worker_app_id}-sink")

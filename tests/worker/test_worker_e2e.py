@@ -212,6 +212,18 @@ def test_every_scenario_is_caught(world: dict, reference: dict) -> None:
                     f"precision={r[4]}" for r in rows))  # fmt: skip
 
 
+def test_the_faust_engine_raises_the_same_alerts(world: dict, reference: dict) -> None:
+    """The faust-streaming agent over the same input, uninterrupted: the same alert ids as the
+    transactional engine (the same BatchProcessor behind both)."""
+    run = WorkerRun(world["settings"], world["inputs"], world["tmp"], "faust", engine="faust")
+    run.start(world["registry"])
+    try:
+        run.worker.wait_caught_up()
+    finally:
+        assert run.stop() == 0, run.log()
+    assert_same_alerts(run.alerts(), reference["alerts"])
+
+
 def test_same_input_twice_gives_the_same_alert_ids(world: dict, reference: dict) -> None:
     again = WorkerRun(world["settings"], world["inputs"], world["tmp"], "again")
     again.start(world["registry"])
@@ -235,12 +247,6 @@ def wait_for_progress(run: WorkerRun, fraction: float, timeout_s: float = 120) -
         time.sleep(0.2)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed 2 of 6 fresh runs on 2026-12-02 (one extra cost_growth alert after two "
-    "SIGTERM restarts; once a SIGTERM that faust took over 60 s to finish); passed in every "
-    "run before that day. Cause open: docs/reliability.md, 'Known gaps'",
-)
 def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     world: dict, reference: dict, store
 ) -> None:
@@ -249,8 +255,8 @@ def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     stops = []
     for fraction in (0.3, 0.6):
         stops.append(wait_for_progress(run, fraction))
-        assert run.stop() == 0, run.log()  # SIGTERM: faust finishes the batch and commits
-        run.start(world["registry"])  # same group, same state dir: resumes from the changelog
+        assert run.stop() == 0, run.log()  # SIGTERM: the batch in flight is committed
+        run.start(world["registry"])  # same group: resumes from the changelog
     try:
         run.worker.wait_caught_up()
     finally:
@@ -260,8 +266,9 @@ def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     report_difference(got, reference["alerts"], f"stops (committed, end) {stops}")
     assert_same_alerts(got, reference["alerts"])
 
-    # At-least-once: an alert may be produced again after a restart, with the same id; the
-    # store keeps one row per id.
+    # Exactly once in the topic: a stop commits the batch in flight with its outputs, and the
+    # restarted worker does not produce them again. The store keeps one row per id anyway.
+    assert len(got) == len(reference["alerts"]), (stops, len(got))
     settings = run.settings
     sink = Sink(settings, store, roles=("alerts",), group_id=f"{settings.worker_app_id}-sink")
     drain(sink, settings, ("alerts",))
@@ -269,7 +276,13 @@ def test_a_worker_stopped_and_restarted_raises_the_same_alerts(
     assert rows == len({a["alert_id"] for a in reference["alerts"]}), (stops, len(got))
 
 
-def test_a_worker_that_lost_its_disk_restores_its_state_from_the_changelog(
+@pytest.mark.xfail(
+    strict=False,
+    reason="the faust engine: 2 of 5 runs on 2026-12-02 failed (a repartition partition never "
+    "delivered after the restart; a SIGTERM that did not end cleanly). faust's rebalance "
+    "defects, docs/worker.md 'Engines'; the default engine is tested by the tests above",
+)
+def test_a_faust_worker_that_lost_its_disk_restores_its_state_from_the_changelog(
     world: dict, reference: dict
 ) -> None:
     """The faust engine keeps its states in RocksDB: between a stop and a restart the worker's
@@ -293,12 +306,6 @@ def test_a_worker_that_lost_its_disk_restores_its_state_from_the_changelog(
     assert_same_alerts(run.alerts(), reference["alerts"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed 1 of 5 runs on 2026-12-02 (right after a broker start on an empty data "
-    "directory; its assertion was not kept), after 6 of 6 the day before. Cause open: "
-    "docs/reliability.md, 'Known gaps'",
-)
 def test_two_workers_share_the_partitions_and_raise_the_same_alerts(
     world: dict, reference: dict
 ) -> None:

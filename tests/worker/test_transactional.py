@@ -1,0 +1,162 @@
+"""The transactional engine on the real broker: states restored from committed transactions
+only, a second instance of a worker fences the first, and a batch whose transaction aborts is
+read again with the committed states, its outputs appearing once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from streams.config import Settings
+from streams.simulator.output import produce_to_kafka
+from streams.stack.topics import ensure_topics
+from streams.worker.process import WorkerProcess
+from streams.worker.processor import SourceRecord
+from streams.worker.transactional import (
+    TransactionalWorker,
+    WorkerFailed,
+    changelog_spec,
+    restore_states,
+)
+from tests.faults.helpers import World, make_world
+from tests.worker.test_worker_e2e import WorkerRun, assert_same_alerts
+
+pytestmark = pytest.mark.integration
+
+
+def _own_settings(kafka_settings: Settings, tmp: Path) -> Settings:
+    app_id = f"fw-txn-{uuid.uuid4().hex[:8]}"
+    settings = kafka_settings.model_copy(update={"worker_app_id": app_id, "data_dir": tmp})
+    ensure_topics(settings, [changelog_spec(settings)])
+    return settings
+
+
+def test_restore_reads_the_states_of_committed_transactions_only(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = _own_settings(kafka_settings, tmp_path)
+    topic = changelog_spec(settings).name
+    producer = Producer({**settings.kafka_common(), "transactional.id": f"{topic}-test"})
+    producer.init_transactions(30)
+
+    def transaction(writes: dict[str, Any], commit: bool = True) -> None:
+        producer.begin_transaction()
+        for key, state in writes.items():
+            value = None if state is None else json.dumps(state)
+            producer.produce(topic, value, key.encode(), partition=int(key.split("|")[0]))
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.flush(10)  # on the broker, then aborted
+            producer.abort_transaction(30)
+
+    transaction({"0|d|a": {"n": 1}, "0|d|b": {"n": 2}, "1|d|c": {"n": 3}})
+    transaction({"0|d|a": None, "0|d|b": {"n": 4}})  # a deletion and an update
+    transaction({"0|d|b": {"n": 99}, "0|d|e": {"n": 5}}, commit=False)
+
+    table: dict[str, Any] = {}
+    read = restore_states(settings, topic, {0}, table)
+    assert table == {"0|d|b": {"n": 4}}
+    assert read == 4  # the aborted records are not delivered
+    restore_states(settings, topic, {1, 2}, table)  # partition 2 is empty: restore still ends
+    assert table == {"0|d|b": {"n": 4}, "1|d|c": {"n": 3}}
+
+
+def test_a_second_instance_of_a_worker_fences_the_first(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """Two processes started with the same worker name: the newer one's transactions win, and
+    the older one stops with a clear error instead of writing alongside it."""
+    settings = _own_settings(kafka_settings, tmp_path)
+    first = TransactionalWorker(settings, "w")
+    first.producer.init_transactions(30)
+    second = TransactionalWorker(settings, "w")
+    second.producer.init_transactions(30)  # fences the first
+    garbage = SourceRecord(
+        "settlement", settings.topics.settlement.name, 0, 0, b"k", b"not avro", None
+    )
+    try:
+        with pytest.raises(WorkerFailed, match="fatal producer error"):
+            first.run_batch([garbage])  # its dead letter cannot be committed
+    finally:
+        for worker in (first, second):
+            worker.consumer.close()
+
+
+class FlakyProducer:
+    """The worker's producer, whose commit fails with an abortable error at given
+    transactions (as when a broker or the group coordinator fails mid-commit)."""
+
+    def __init__(self, producer: Producer, fail_at: set[int]) -> None:
+        self._producer = producer
+        self.fail_at = fail_at
+        self.commits = 0
+        self.failed = 0
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.commits += 1
+        if self.commits in self.fail_at:
+            self.failed += 1
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "injected", txn_requires_abort=True)
+            )
+        self._producer.commit_transaction(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
+def _run_in_thread(run: WorkerRun, world: World, fail_at: set[int]) -> FlakyProducer:
+    settings = run.settings.model_copy(update={"registry_dir": world.registry})
+    ensure_topics(settings, [changelog_spec(settings)])
+    worker = TransactionalWorker(settings, "w")
+    flaky = FlakyProducer(worker.producer, fail_at)
+    worker.producer = flaky  # type: ignore[assignment]
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        stable = 0
+        while stable < 3:
+            assert thread.is_alive(), "the worker thread ended"
+            lagging = WorkerProcess(run.settings, None).lagging
+            assert time.monotonic() < deadline, f"the worker did not catch up: {lagging()}"
+            committed, end = _progress(run)
+            stable = stable + 1 if end and committed >= end else 0
+            time.sleep(0.5)
+    finally:
+        worker.request_stop()
+        thread.join(60)
+    return flaky
+
+
+def _progress(run: WorkerRun) -> tuple[int, int]:
+    return WorkerProcess(run.settings, None).progress()
+
+
+@pytest.mark.slow
+def test_an_aborted_batch_is_read_again_and_its_outputs_appear_once(
+    kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("txn-abort")
+    world = make_world(kafka_settings, tmp, 3, seed=5)
+    produce_to_kafka(world.settings, iter(world.records))
+    reference = WorkerRun(world.settings, world.inputs, tmp, "ref")
+    clean = _run_in_thread(reference, world, set())
+    assert clean.failed == 0
+    expected = reference.alerts()
+    assert expected
+
+    flaky_run = WorkerRun(world.settings, world.inputs, tmp, "flaky")
+    flaky = _run_in_thread(flaky_run, world, {2, 4, 5})
+    assert flaky.failed == 3
+    got = flaky_run.alerts()  # read_committed: the aborted batches' alerts are not there
+    assert_same_alerts(got, expected)
+    assert len(got) == len(expected)  # each alert once: no re-emission after an abort
