@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from streams.config import Settings
@@ -37,9 +38,9 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"registry_dir": args.registry})
     if args.engine is not None:
         settings = settings.model_copy(update={"worker_engine": args.engine})
-    ensure_topics(settings, settings.topics.all())
     if settings.worker_engine == "transactional":
         return run_transactional(settings, args.name)
+    ensure_topics(settings, settings.topics.all())
     return run_faust(settings, args.name)
 
 
@@ -48,13 +49,29 @@ def run_transactional(settings: Settings, name: str) -> int:
     from streams.worker.metrics import WorkerMetrics
     from streams.worker.transactional import TransactionalWorker, WorkerFailed, changelog_spec
 
-    ensure_topics(settings, [changelog_spec(settings)])
-    worker = TransactionalWorker(settings, name)
+    # SIGTERM/SIGINT from here on: during start-up, exit 0 before consuming anything; once
+    # running, finish and commit the batch in flight
+    holder: dict[str, TransactionalWorker] = {}
+    requested: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        requested.append(signum)
+        if "worker" in holder:
+            holder["worker"].request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ensure_topics(settings, [*settings.topics.all(), changelog_spec(settings)])
+    worker = holder["worker"] = TransactionalWorker(settings, name)
+    if requested:
+        log.info("worker %s stopped during start-up", name)
+        worker.consumer.close()
+        return 0
     metrics = WorkerMetrics(settings, worker, lambda: worker.processor, name)
     worker.metrics = metrics
     server = metrics.serve()  # /metrics and /health
     try:
-        worker.run()
+        worker.run(install_signals=False)
     except WorkerFailed as exc:
         log.error("worker %s stopped: %s", name, exc)
         return 1

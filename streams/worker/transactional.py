@@ -59,6 +59,7 @@ OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters", "by_institution", "by_do
 TXN_TIMEOUT_S = 60.0
 """How long a transaction call may take before the worker gives up on it (and on the batch)."""
 RESTORE_TIMEOUT_S = 600.0
+LAG_REFRESH_S = 0.2
 
 
 class WorkerFailed(RuntimeError):
@@ -166,6 +167,8 @@ class TransactionalWorker:
         self.committed: dict[tuple[str, int], int] = {}  # by this process, for the lag
         self.state = "starting"
         self.metrics: Any = None  # a WorkerMetrics, told of every batch
+        self._lag: tuple[dict[str, int], int, int] = ({}, 0, 0)
+        self._lag_at = 0.0
         self._stop = False
         self.processor = build_processor(settings, self.table)
         common = settings.kafka_common()
@@ -233,6 +236,7 @@ class TransactionalWorker:
                         self.metrics.batch_done(records, batch, started)
                 elif self._markers_passed():
                     self._commit([], [], 0)  # move the group's offsets past them
+                self._refresh_lag()
                 for topic, partition, offset in self.processor.due_rewinds():
                     log.info("%s[%d]: offset %d missing; reading from it again", topic, partition,
                              offset)  # fmt: skip
@@ -335,15 +339,24 @@ class TransactionalWorker:
         except KafkaException as exc:
             err = exc.args[0]
             if err.fatal():
-                raise WorkerFailed(f"fatal producer error: {err.str()}") from exc
+                raise WorkerFailed(self._fatal(err)) from exc
             log.warning("batch of %d records not committed: %s", n, err.str())
             try:
                 self.producer.abort_transaction(TXN_TIMEOUT_S)
             except KafkaException as abort_exc:
                 if abort_exc.args[0].fatal():
-                    raise WorkerFailed(f"fatal producer error: {abort_exc}") from abort_exc
+                    raise WorkerFailed(self._fatal(abort_exc.args[0])) from abort_exc
                 log.info("abort: %s", abort_exc.args[0].str())  # no transaction was open
             self._reset()
+
+    def _fatal(self, err: KafkaError) -> str:
+        text = f"fatal producer error: {err.str()}"
+        if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            text += (
+                f" (another worker started with the name {self.name!r}, transactional id "
+                f"{self.settings.worker_app_id}-{self.name}: give each worker its own --name)"
+            )
+        return text
 
     def _markers_passed(self) -> bool:
         """The consumer moved past records it never delivers (transaction markers, aborted
@@ -421,8 +434,14 @@ class TransactionalWorker:
         return out
 
     # -- what the metrics read ---------------------------------------------------------------
-    def lag(self) -> tuple[dict[str, int], int, int]:
-        """(records past the last commit per topic, records not yet read, partitions)."""
+    def _refresh_lag(self) -> None:
+        """Snapshot the lag for the metrics thread, at most every LAG_REFRESH_S. (librdkafka's
+        `assignment()` called from another thread waits for the consume() in progress: the
+        metrics endpoint must not ask the consumer itself.)"""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_REFRESH_S:
+            return
+        self._lag_at = now
         lags: dict[str, int] = {}
         unread = 0
         try:
@@ -431,16 +450,21 @@ class TransactionalWorker:
                          for tp in self.consumer.position(assignment)}  # fmt: skip
             for tp in assignment:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0:
-                    continue
                 key = (tp.topic, tp.partition)
                 done = self.committed.get(key, self.start_offsets.get(key, 0))
+                if high < 0:  # nothing fetched from it yet
+                    high = done
                 lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - done)
                 pos = positions.get(key, -1)
                 unread += max(0, high - (pos if pos >= 0 else done))
         except KafkaException:
-            return {}, 0, 0
-        return lags, unread, len(assignment)
+            return
+        self._lag = (lags, unread, len(assignment))
+
+    def lag(self) -> tuple[dict[str, int], int, int]:
+        """(records past the last commit per topic, records not yet read, partitions), as of
+        the last snapshot (a fraction of a second old while the worker runs)."""
+        return self._lag
 
 
 def _retrying(call: Callable[[], None], attempts: int = 5) -> None:

@@ -83,7 +83,7 @@ def test_a_second_instance_of_a_worker_fences_the_first(
         "settlement", settings.topics.settlement.name, 0, 0, b"k", b"not avro", None
     )
     try:
-        with pytest.raises(WorkerFailed, match="fatal producer error"):
+        with pytest.raises(WorkerFailed, match="another worker started with the name 'w'"):
             first.run_batch([garbage])  # its dead letter cannot be committed
     finally:
         for worker in (first, second):
@@ -160,3 +160,35 @@ def test_an_aborted_batch_is_read_again_and_its_outputs_appear_once(
     got = flaky_run.alerts()  # read_committed: the aborted batches' alerts are not there
     assert_same_alerts(got, expected)
     assert len(got) == len(expected)  # each alert once: no re-emission after an abort
+
+
+def test_a_stop_during_start_up_exits_cleanly_before_consuming(
+    kafka_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the worker is still starting (topics, rules, clients): exit 0, no group
+    joined, no record read; the default action (killed by the signal) is not what a
+    supervisor should see."""
+    import os
+    import signal
+
+    from streams.worker import cli, transactional
+
+    settings = _own_settings(kafka_settings, tmp_path)
+    built: list[TransactionalWorker] = []
+    original = transactional.TransactionalWorker.__init__
+
+    def init_then_signal(self: TransactionalWorker, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        built.append(self)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while start-up goes on
+
+    monkeypatch.setattr(transactional.TransactionalWorker, "__init__", init_then_signal)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert cli.run_transactional(settings, "w") == 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    [worker] = built
+    assert worker.state == "starting"  # never ran
+    assert worker.processor.stats.batches == 0
