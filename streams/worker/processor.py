@@ -411,33 +411,43 @@ class BatchProcessor:
         """Where partition `partition` stands, consistent with the states written with it."""
         src: dict[str, list[Any]] = {}
         oldest: dict[str, int] = {}
-        waiting: dict[str, dict[str, list[str]]] = {}  # per topic: held offset -> its stages
+        # per topic: held offset -> the stages it still waits in, and its role
+        waiting: dict[str, dict[int, tuple[list[str], str]]] = {}
         for stage in self.stages:
             for order, _, held_rec in self.buffers.get((stage, partition), ()):
-                role = held_rec.rec.role
-                if order[0] < oldest.get(role, -NEVER):
-                    oldest[role] = order[0]
-                by_offset = waiting.setdefault(held_rec.rec.topic, {})
-                by_offset.setdefault(str(held_rec.rec.offset), []).append(stage)
+                rec = held_rec.rec
+                if order[0] < oldest.get(rec.role, -NEVER):
+                    oldest[rec.role] = order[0]
+                by_offset = waiting.setdefault(rec.topic, {})
+                entry = by_offset.get(rec.offset)
+                if entry is None:
+                    by_offset[rec.offset] = ([stage], rec.role)
+                else:
+                    entry[0].append(stage)
+        partial: dict[str, dict[str, list[str]]] = {}
+        for topic, by_offset in waiting.items():
+            # only the records some stage has judged already: the others wait in all of
+            # their stages (also a record in no buffer, waiting for a gap)
+            partial[topic] = {
+                str(offset): stages
+                for offset, (stages, role) in by_offset.items()
+                if len(stages) < len(STAGES_OF_ROLE[role])
+            }
         for (topic, p), (end, unread) in self._restored.items():
             if p == partition:  # held by the previous process, not read again yet
-                by_offset = waiting.setdefault(topic, {})
+                by_topic = partial.setdefault(topic, {})
                 for offset, stages in unread.items():
                     if stages is not None:
-                        by_offset[str(offset)] = list(stages)
+                        by_topic[str(offset)] = list(stages)
                 src[topic] = [end, sorted(unread)]
         for (topic, p), nxt in self._read_next.items():
             if p == partition:
                 end, unread = src.get(topic, (nxt, []))
                 held = set(self._held_offsets.get((topic, p), ())) | set(unread)
                 src[topic] = [max(end, nxt), sorted(held)]
-        for topic, entry in src.items():
-            # the stages each held record still waits in (a record in no buffer, waiting for
-            # a gap, waits in all of them); a stage that judged it must not judge it again
-            by_offset = waiting.get(topic, {})
-            entry.append(
-                {str(o): sorted(by_offset[str(o)]) for o in entry[1] if str(o) in by_offset}
-            )
+        for topic, item in src.items():
+            # a stage that judged a held record must not judge it again after a restart
+            item.append(partial.get(topic, {}))
         channels: dict[str, int] = {}
         for role in (*INPUT_ROLES, *REPARTITION_ROLES):
             value = min(self._channel(role, partition), oldest.get(role, -NEVER))
