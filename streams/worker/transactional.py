@@ -237,10 +237,6 @@ class TransactionalWorker:
                 elif self._markers_passed():
                     self._commit([], [], 0)  # move the group's offsets past them
                 self._refresh_lag()
-                for topic, partition, offset in self.processor.due_rewinds():
-                    log.info("%s[%d]: offset %d missing; reading from it again", topic, partition,
-                             offset)  # fmt: skip
-                    self._seek(topic, partition, offset)
         finally:
             self.state = "stopping"
             self.consumer.close()  # leaves the group: its partitions move at once
@@ -327,8 +323,6 @@ class TransactionalWorker:
     def run_batch(self, records: list[SourceRecord]) -> Batch:
         """Process a batch and commit it, outputs, states and offsets in one transaction."""
         batch = self.processor.process(records)
-        for topic, partition, offset in batch.rewind:
-            self._seek(topic, partition, offset)
         self._commit(batch.out, list(self.processor.dirty_state()), len(records))
         return batch
 
