@@ -24,6 +24,7 @@ from models.runner import default_detectors
 from schemas.codec import Codec
 from streams.simulator import SimConfig, Simulation
 from streams.simulator.config import parse_start
+from streams.worker import processor as processor_module
 from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import REPARTITION_ROLES
 
@@ -432,3 +433,52 @@ def test_records_handed_over_before_the_seek_after_a_rebalance_raise_the_same_al
     2, 7 and 9 differed from the reference before the processor judged each source in offset
     order."""
     assert run_with_rebalances(make_log(), seed) == reference[0]
+
+
+def test_a_record_judged_by_one_stage_and_held_by_another_is_judged_once_per_stage() -> None:
+    """A face check goes to the person and the doctor stages. The person stage judges it as
+    soon as the settlement and face-check inputs pass it; the doctor stage holds it until the
+    repartitioned `by_doctor` channel has a promise from every input partition. Read again
+    after a restart, it must go to the doctor stage only: the checkpoint says the person
+    stage has judged it (before 2026-12-02 it went to both, and the person stage judged it
+    twice over a state that had already seen it)."""
+    log = make_log(days=1)
+    table = SerializedTable()
+    first = new_processor(table)
+
+    def records(role: str, n: int) -> list[SourceRecord]:
+        return [
+            SourceRecord(role, role, 0, offset, key, value, ts, (role, offset), origin)
+            for offset, (key, value, ts, origin) in enumerate(log.records[(role, 0)][:n])
+        ]
+
+    # only partition 0's inputs: the doctor stage's by_doctor channel has no promise yet
+    batch = first.process(records("settlement", 400) + records("face_verify", 400))
+    deliver(batch, first, log, table)
+    in_person = {h.rec.offset for _, _, h in first.buffers.get(("person", 0), ())}
+    in_doctor = {h.rec.offset for _, _, h in first.buffers.get(("doctor", 0), ())}
+    judged_by_person_only = sorted(in_doctor - in_person)
+    assert judged_by_person_only, "no face check was judged by one stage and held by the other"
+    saved = table[f"0|{processor_module.PROGRESS}|"]["src"]["face_verify"]
+    held, waiting = set(saved[1]), saved[2]
+    assert set(judged_by_person_only) <= held
+    assert all(waiting[str(o)] == ["doctor"] for o in judged_by_person_only)
+
+    second = new_processor(table)  # a restart: the same table, nothing in memory
+    second._open_partition(0)
+    person_set = second.sets[("person", 0)]
+    judged_by_person: list[str] = []
+    judge = person_set.process
+
+    def counting(event: dict[str, Any]) -> Any:
+        judged_by_person.append(event["event_id"])
+        return judge(event)
+
+    person_set.process = counting  # type: ignore[method-assign]
+    again = records("face_verify", 400)
+    second.process(again)
+    codec = Codec.default()
+    ids = {codec.decode(again[o].value)["event_id"] for o in judged_by_person_only}
+    doctor = {h.rec.offset for _, _, h in second.buffers.get(("doctor", 0), ())}
+    assert set(judged_by_person_only) <= doctor  # the doctor stage still has them to judge
+    assert not ids & set(judged_by_person)  # the person stage does not judge them again
