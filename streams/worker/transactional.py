@@ -59,6 +59,9 @@ OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters", "by_institution", "by_do
 TXN_TIMEOUT_S = 60.0
 """How long a transaction call may take before the worker gives up on it (and on the batch)."""
 RESTORE_TIMEOUT_S = 600.0
+SEND_OFFSETS_TIMEOUT_S = 10.0
+"""Per attempt: after a broker restart librdkafka can wait for good on a stale group
+coordinator (confluentinc/librdkafka#5511); the worker then replaces its producer."""
 LAG_REFRESH_S = 0.2
 
 
@@ -188,9 +191,13 @@ class TransactionalWorker:
                 "heartbeat.interval.ms": int(settings.worker_heartbeat_interval_s * 1000),
             }
         )
-        self.producer = Producer(
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        settings, name = self.settings, self.name
+        return Producer(
             {
-                **common,
+                **settings.kafka_common(),
                 "client.id": f"{settings.worker_app_id}-{name}",
                 # one id per worker name: a restarted worker fences its predecessor and aborts
                 # the transaction it left open
@@ -335,13 +342,36 @@ class TransactionalWorker:
             if err.fatal():
                 raise WorkerFailed(self._fatal(err)) from exc
             log.warning("batch of %d records not committed: %s", n, err.str())
-            try:
-                self.producer.abort_transaction(TXN_TIMEOUT_S)
-            except KafkaException as abort_exc:
-                if abort_exc.args[0].fatal():
-                    raise WorkerFailed(self._fatal(abort_exc.args[0])) from abort_exc
-                log.info("abort: %s", abort_exc.args[0].str())  # no transaction was open
+            if not err.retriable():  # a broker that answered: abort through it
+                try:
+                    self.producer.abort_transaction(SEND_OFFSETS_TIMEOUT_S)
+                except KafkaException as abort_exc:
+                    if abort_exc.args[0].fatal():
+                        raise WorkerFailed(self._fatal(abort_exc.args[0])) from abort_exc
+                    log.info("abort: %s", abort_exc.args[0].str())  # e.g. none was open
+            # A transport failure or a timeout: a second call on this producer can wait for
+            # good on a stale coordinator (confluentinc/librdkafka#5511, seen after a broker
+            # restart). The new producer's init_transactions aborts what is open.
+            self._replace_producer()
             self._reset()
+
+    def _replace_producer(self) -> None:
+        """A new producer for the same transactional id: its `init_transactions` fences the
+        old one and aborts whatever it left open, and it finds the coordinators afresh (the
+        old one may wait for good on a stale group coordinator after a broker restart)."""
+        old, self.producer = self.producer, self._new_producer()
+        old.purge()
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while True:
+            try:
+                self.producer.init_transactions(TXN_TIMEOUT_S)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not err.retriable() or time.monotonic() > deadline:
+                    raise WorkerFailed(f"no transactional producer: {err.str()}") from exc
+                log.warning("the broker does not take the transactional id yet: %s", err.str())
+        log.info("a new producer took over the transactional id")
 
     def _fatal(self, err: KafkaError) -> str:
         text = f"fatal producer error: {err.str()}"
@@ -384,10 +414,9 @@ class TransactionalWorker:
                 self.table[key] = state
         offsets = self._offsets()
         if offsets:
-            _retrying(
-                lambda: producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
-                )
+            # once: a retry on this producer can block for good (see `_commit`)
+            producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), SEND_OFFSETS_TIMEOUT_S
             )
         _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
         for tp in offsets:
@@ -471,7 +500,7 @@ def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
         except KafkaException as exc:
             if not exc.args[0].retriable() or attempt == attempts - 1:
                 raise
-            log.info("transaction call failed, trying again: %s", exc.args[0].str())
+            log.warning("transaction call failed, trying again: %s", exc.args[0].str())
             time.sleep(0.5 * (attempt + 1))
 
 

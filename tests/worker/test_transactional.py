@@ -109,6 +109,11 @@ class FlakyProducer:
             )
         self._producer.commit_transaction(timeout)
 
+    def wrap(self, producer: Producer) -> FlakyProducer:
+        """The worker replaces its producer after a failed transaction: keep failing it."""
+        self._producer = producer
+        return self
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._producer, name)
 
@@ -119,6 +124,8 @@ def _run_in_thread(run: WorkerRun, world: World, fail_at: set[int]) -> FlakyProd
     worker = TransactionalWorker(settings, "w")
     flaky = FlakyProducer(worker.producer, fail_at)
     worker.producer = flaky  # type: ignore[assignment]
+    new_producer = worker._new_producer
+    worker._new_producer = lambda: flaky.wrap(new_producer())  # type: ignore[method-assign]
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
     thread.start()
     try:
