@@ -7,7 +7,7 @@ copies, the changed detector states (to the compacted state changelog) and the g
 (`send_offsets_to_transaction`). A read_committed reader (every librdkafka client by default:
 the sink, the worker itself, a restore) sees all of a batch or none of it, so a worker killed
 at any point resumes exactly at the previous batch, with that batch's states: nothing lost,
-nothing judged twice, without the faust engine's checkpoint dedup having to guess.
+nothing written twice. A failed transaction is aborted and its batch read again (`_commit`).
 
 The offsets committed for a source stop at the lowest record the processor still holds (its
 event-time reorder buffer); those records are read again after a restart and the processor's
