@@ -30,12 +30,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from models.aggregates import InstitutionHourAggregator
-from models.reference import Registry
-from models.rules.config import load_rule_config
-from models.runner import wall_clock_ms
 from streams.config import Settings
 from streams.worker.atomic import atomic_writes
+from streams.worker.build import build_processor
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.processor import (
     ORIGIN_HEADER,
@@ -56,21 +53,6 @@ REWIND_CHECK_S = 2.0
 `BatchProcessor._in_offset_order`)."""
 HELD_WARNING_S = 30.0
 """How long a commit may wait for a held record (or a gap) before the worker says so."""
-
-
-def load_registry(settings: Settings) -> Registry:
-    directory = settings.registry_dir or settings.data_dir / "registry"
-    if not (directory / "institutions.jsonl").exists():
-        log.warning(
-            "no reference data in %s: fence checks are off (set FUNDWATCH_REGISTRY_DIR)", directory
-        )
-        return Registry()
-    registry = Registry.load(directory)
-    log.info(
-        "reference data: %d institutions, %d drugs from %s",
-        len(registry.institutions), len(registry.drugs), directory,
-    )  # fmt: skip
-    return registry
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -239,18 +221,8 @@ def create_app(settings: Settings, name: str = "worker-1") -> faust.App:
     holder: dict[str, BatchProcessor] = {}
 
     def processor() -> BatchProcessor:
-        if "p" not in holder:
-            rules = load_rule_config(settings.rules_config)
-            log.info("rule configuration %s (%s)", rules.label, rules.path)
-            detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
-            holder["p"] = BatchProcessor(
-                detectors,
-                table,
-                settings.allowed_lateness_ms,
-                partitions=partitions,
-                now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
-                start_offset=RestartOffsets(settings),  # judge each source in offset order
-            )
+        if "p" not in holder:  # judge each source in offset order (faust skips records)
+            holder["p"] = build_processor(settings, table, RestartOffsets(settings))
         return holder["p"]
 
     guard_commits(
@@ -410,9 +382,4 @@ def _origin_of(headers: Any) -> Origin | None:
     for name, value in items:
         if name == ORIGIN_HEADER and value:
             return parse_origin(value)
-    return None
-
-
-def _no_clock() -> None:
-    """Validation without the wall-clock bounds (settings.validate_wall_clock off)."""
     return None

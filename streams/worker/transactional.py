@@ -38,14 +38,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from models.aggregates import InstitutionHourAggregator
-from models.rules.config import load_rule_config
-from models.runner import wall_clock_ms
 from streams.config import Settings, TopicSpec
+from streams.worker.build import build_processor
 from streams.worker.processor import (
     ORIGIN_HEADER,
     Batch,
-    BatchProcessor,
     OutRecord,
     SourceRecord,
     origin_header,
@@ -78,26 +75,6 @@ def changelog_spec(settings: Settings) -> TopicSpec:
         partitions=settings.topics.settlement.partitions,
         retention_ms=-1,
         cleanup_policy="compact",
-    )
-
-
-def build_processor(settings: Settings, table: dict[str, Any]) -> BatchProcessor:
-    """The worker's BatchProcessor: the configured rules, the aggregator, the wall clock.
-
-    Without the offset-order gate (`start_offset`), which the faust engine needs: librdkafka
-    delivers each partition in offset order from where it was told to start, and offsets of
-    transactionally written topics have gaps by design (the commit markers)."""
-    from streams.worker.app import _no_clock, load_registry
-
-    rules = load_rule_config(settings.rules_config)
-    log.info("rule configuration %s (%s)", rules.label, rules.path)
-    detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
-    return BatchProcessor(
-        detectors,
-        table,
-        settings.allowed_lateness_ms,
-        partitions=settings.topics.settlement.partitions,
-        now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
     )
 
 

@@ -1,0 +1,58 @@
+"""The worker's BatchProcessor as both engines (and the backtest's reference data) build it:
+the configured rule set, the hourly aggregator, the reference registry, the wall clock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from models.aggregates import InstitutionHourAggregator
+from models.reference import Registry
+from models.rules.config import load_rule_config
+from models.runner import wall_clock_ms
+from streams.config import Settings
+from streams.worker.processor import BatchProcessor
+
+log = logging.getLogger(__name__)
+
+
+def load_registry(settings: Settings) -> Registry:
+    directory = settings.registry_dir or settings.data_dir / "registry"
+    if not (directory / "institutions.jsonl").exists():
+        log.warning(
+            "no reference data in %s: fence checks are off (set FUNDWATCH_REGISTRY_DIR)", directory
+        )
+        return Registry()
+    registry = Registry.load(directory)
+    log.info(
+        "reference data: %d institutions, %d drugs from %s",
+        len(registry.institutions), len(registry.drugs), directory,
+    )  # fmt: skip
+    return registry
+
+
+def build_processor(
+    settings: Settings,
+    table: MutableMapping[str, Any],
+    start_offset: Callable[[str, int], int | None] | None = None,
+) -> BatchProcessor:
+    """`start_offset`: the faust engine's offset-order gate (`BatchProcessor`); the
+    transactional engine needs none (librdkafka reads each partition in order, and
+    transactional topics have gaps by design: the commit markers)."""
+    rules = load_rule_config(settings.rules_config)
+    log.info("rule configuration %s (%s)", rules.label, rules.path)
+    detectors = [*rules.build(load_registry(settings)), InstitutionHourAggregator()]
+    return BatchProcessor(
+        detectors,
+        table,
+        settings.allowed_lateness_ms,
+        partitions=settings.topics.settlement.partitions,
+        now_ms=wall_clock_ms if settings.validate_wall_clock else _no_clock,
+        start_offset=start_offset,
+    )
+
+
+def _no_clock() -> None:
+    """Validation without the wall-clock bounds (settings.validate_wall_clock off)."""
+    return None
