@@ -26,7 +26,9 @@ def create_app(settings: Settings) -> Any:
     from streams.worker.app import consumer_conf
 
     topics = settings.topics
-    app = faust.App(settings.worker_app_id, **consumer_conf(settings))
+    datadir = settings.data_dir / "bench" / f"{settings.worker_app_id}-bare"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.worker_app_id, datadir=str(datadir), **consumer_conf(settings))
     source = app.topic(
         *(getattr(topics, role).name for role in INPUT_ROLES),
         key_type=bytes,
