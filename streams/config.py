@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     )
     worker_batch_size: int = Field(default=2000, ge=1)
     worker_batch_seconds: float = Field(default=0.2, gt=0)
+    worker_linger_seconds: float = Field(default=0.02, ge=0)
+    """Transactional engine: once a batch's first record is read, how long to wait for more
+    (up to `worker_batch_size`) before processing; `worker_batch_seconds` is then how long an
+    idle worker waits for a first record. A busy worker's batches fill at once; a quiet one's
+    go out after this much, not after `worker_batch_seconds` (latency)."""
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
     worker_session_timeout_s: float = Field(
         default=60.0,
@@ -196,6 +201,9 @@ class Settings(BaseSettings):
     # Sink batching
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_batch_seconds: float = Field(default=0.5, gt=0)
+    sink_alert_flush_seconds: float = Field(default=0.1, gt=0)
+    """A batch holding an alert is stored once it is this old, not `sink_batch_seconds`: alerts
+    reach the analysts fast, the bulk of events is still stored in large inserts."""
 
     # Operations: /metrics and /health of the worker and the sink (port 0: any free port; the
     # address is written to <data_dir>/metrics/ for `fundwatch status`)

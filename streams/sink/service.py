@@ -125,6 +125,7 @@ class Sink:
         self.codec = Codec.default()
         self.pseudo = Pseudonymizer.from_settings(settings, with_vault=True)
         self.role_of = {getattr(settings.topics, role).name: role for role in roles}
+        self._alerts_topic = settings.topics.alerts.name
         self.dead_letter_topic = settings.topics.dead_letters.name
         self.group_id = group_id or settings.consumer_group
         self.stats = SinkStats()
@@ -171,6 +172,7 @@ class Sink:
         self.stats.state = "running"
         idle_since = time.monotonic()
         batch_size, batch_s = self.settings.sink_batch_size, self.settings.sink_batch_seconds
+        alert_s = min(batch_s, self.settings.sink_alert_flush_seconds)
         try:
             while not self._stop.is_set():
                 messages = self.consumer.consume(num_messages=min(batch_size, 5000), timeout=0.1)
@@ -180,8 +182,11 @@ class Sink:
                 pending = bool(self._pending)  # uncommitted offsets, control records included
                 if messages:
                     idle_since = time.monotonic()
+                age = time.monotonic() - self._batch_started
                 if pending and (
-                    buffered >= batch_size or time.monotonic() - self._batch_started >= batch_s
+                    buffered >= batch_size
+                    or age >= batch_s
+                    or (self._pending_counts.get(self._alerts_topic) and age >= alert_s)
                 ):
                     self.flush()
                 if not pending and until is not None and until():

@@ -150,6 +150,7 @@ class TransactionalWorker:
         self._lag: tuple[dict[str, int], int, int] = ({}, 0, 0)
         self._lag_at = 0.0
         self._stop = False
+        self._generation = 0  # counts assignments and revocations
         self.processor = build_processor(settings, self.table)
         common = settings.kafka_common()
         self.consumer = Consumer(
@@ -209,10 +210,10 @@ class TransactionalWorker:
         log.info("worker %s running (transactional engine)", self.name)
         size = self.settings.worker_batch_size
         wait = self.settings.worker_batch_seconds
+        linger = self.settings.worker_linger_seconds
         try:
             while not self._stop:
-                messages = self.consumer.consume(size, wait)
-                records = self._records(messages)
+                records = self._records(self._poll(size, wait, linger))
                 if records:
                     started = time.monotonic()
                     batch = self.run_batch(records)
@@ -228,6 +229,21 @@ class TransactionalWorker:
             self.state = "stopped"
             log.info("worker %s stopped", self.name)
 
+    def _poll(self, size: int, wait: float, linger: float) -> list[Message]:
+        """The next batch: wait up to `wait` for a first record, then up to `linger` for more,
+        `size` in all. (`consume(n, t)` returns after n records or t seconds: one call would
+        hold a trickle of records for the whole `wait`.)"""
+        messages = self.consumer.consume(1, wait)
+        if not messages or size <= 1:
+            return messages
+        generation = self._generation
+        more = self.consumer.consume(size - 1, linger)
+        if self._generation != generation:
+            # a rebalance in between (eager: everything revoked, then assigned) sends every
+            # partition back to its committed offset: the first record will come again
+            return more
+        return messages + more
+
     # -- rebalances -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         self._open(consumer, tps)
@@ -236,6 +252,7 @@ class TransactionalWorker:
         """Where each source restarts, then the states of the new partitions. The committed
         offsets come first: with read_committed, librdkafka asks for stable offsets, so a
         transaction a previous owner left pending is resolved before its states are read."""
+        self._generation += 1
         if not tps:
             return
         started = time.monotonic()
@@ -261,6 +278,7 @@ class TransactionalWorker:
         self._close({tp.partition for tp in tps})
 
     def _close(self, partitions: set[int]) -> None:
+        self._generation += 1
         for partition in sorted(partitions & self.owned):
             self.processor.drop_partition(partition)
             drop_states(self.table, partition)

@@ -86,3 +86,38 @@ def test_bad_records_are_dead_lettered_with_bytes_and_reason(isolated_settings, 
     assert len({r[0] for r in rows}) == 4
     assert rows[2][3] == unknown  # raw bytes kept exactly
     assert all(r[2] for r in rows)  # every reason is spelled out
+
+
+def test_a_batch_with_an_alert_is_stored_without_waiting_for_the_batch_deadline(
+    isolated_settings, store
+) -> None:
+    """Events wait for `sink_batch_seconds` (here 60 s: large inserts); a batch holding an alert
+    is stored once it is `sink_alert_flush_seconds` old, so analysts see alerts at once."""
+    import threading
+    import time
+
+    from tests.records import alert
+
+    settings = isolated_settings.model_copy(
+        update={"sink_batch_seconds": 60.0, "sink_alert_flush_seconds": 0.1}
+    )
+    sink = Sink(settings, store)
+    worker = threading.Thread(target=sink.run, daemon=True)
+    worker.start()
+    try:
+        produce(settings, "settlement", encoded("SettlementEvent", _settlements(20), "person_id"))
+        deadline = time.monotonic() + 30
+        while sink.stats.topics[settings.topics.settlement.name].read < 20:
+            assert time.monotonic() < deadline, "the sink read nothing"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert sink.stats.batches == 0  # events alone wait for the 60 s deadline
+        produce(settings, "alerts", encoded("Alert", [alert(alert_id="A-fast")], "entity_id"))
+        while sink.stats.batches == 0:
+            assert time.monotonic() < deadline, "the alert's batch was not stored"
+            time.sleep(0.05)
+    finally:
+        sink.stop()
+        worker.join(30)
+    assert _count(store, "alerts") == 1
+    assert _count(store, "settlements") == 20  # the events of that batch went with it
