@@ -5,10 +5,14 @@ differences: every model alert is `suspicious` (a model prompts a review, it nev
 violation), and two of them (`settlement_anomaly`, `doctor_profile`) are not simulator
 scenarios, so their metadata is declared here instead of coming from `models/catalogue.py`.
 
-States are plain JSON data and **copy-on-write**: `process`/`expire` never mutate the nested
-objects of the state they were given, they return new ones. A state written to the table at
-the end of a batch therefore stays exactly as written even if the worker crashes later in the
-next batch (the in-process restart test keeps table values by reference).
+States are plain JSON data, and `process` updates the state it is given **in place** (and
+returns it), as the rule detectors' windows do: the runner puts back every state a detector
+returns, so the worker's write-back cache marks it changed and writes it at the end of the
+batch; the worker's tables hold states serialized (RocksDB, or JSON restored from the
+changelog after an aborted transaction), so a crash in a later batch cannot reach a state
+already written. A store that kept states by reference across a simulated crash would see
+the crashed batch's changes (tests/worker/test_restart.py serializes its table for that
+reason). `expire` may still return a new state.
 """
 
 from __future__ import annotations

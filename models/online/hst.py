@@ -10,6 +10,11 @@ stop after a node whose mass is under `size_limit x window_size`; the score is
 must lie in [0, 1] (callers clip and scale); trees are drawn as river draws them (feature
 weighted by its range, split in the middle 70 %), from Python's `random.Random(seed)`.
 
+`learn` counts `x` **in place** (the model's lists are mutated and the same model returned):
+the runner writes back every state a detector returns and the worker's tables hold them
+serialized, so no copy is needed (`models/online/common.py`). `score_learn` does both in one
+walk of each tree, the settlement model's per-event call.
+
 >>> trees = Forest(n_features=2, n_trees=5, height=4, window_size=50, seed=1)
 >>> model = trees.new_state()
 >>> for i in range(200):
@@ -78,38 +83,71 @@ class Forest:
             "w": 0,
         }
 
-    def _path(self, tree: int, x: Sequence[float]) -> list[int]:
-        feats, values = self.split_feature[tree], self.split_value[tree]
-        node, path = 0, [0]
-        while node < self.internal:
-            node = 2 * node + 1 if x[feats[node]] < values[node] else 2 * node + 2
-            path.append(node)
-        return path
-
     def score(self, model: Model, x: Sequence[float]) -> float:
         """Anomaly score in [0, 1] (1: nothing of the reference window lies near `x`)."""
         if model["w"] == 0:
             return 0.0
-        total = 0.0
-        for tree in range(self.n_trees):
-            r = model["r"][tree]
-            for depth, node in enumerate(self._path(tree, x)):
+        # masses and depth weights are ints, so the total is exact whatever the order
+        total = 0
+        limit, internal = self.limit, self.internal
+        for r, feats, values in zip(model["r"], self.split_feature, self.split_value, strict=True):
+            node = depth = 0
+            while True:
                 mass = r[node]
-                total += mass * 2**depth
-                if mass < self.limit:
+                total += mass << depth
+                if mass < limit or node >= internal:
                     break
+                node = 2 * node + 2 - (x[feats[node]] < values[node])
+                depth += 1
         return 1.0 - total / self.max_score
 
     def learn(self, model: Model, x: Sequence[float]) -> Model:
-        """A new model with `x` counted (copy-on-write: the given one is left as it was)."""
-        latest = []
-        for tree in range(self.n_trees):
-            counts = list(model["l"][tree])
-            for node in self._path(tree, x):
+        """Count `x` in `model`, in place; returns `model`."""
+        internal = self.internal
+        for counts, feats, values in zip(
+            model["l"], self.split_feature, self.split_value, strict=True
+        ):
+            node = 0
+            counts[0] += 1
+            while node < internal:
+                node = 2 * node + 2 - (x[feats[node]] < values[node])
                 counts[node] += 1
-            latest.append(counts)
+        self._rotate(model)
+        return model
+
+    def score_learn(self, model: Model, x: Sequence[float]) -> float:
+        """`score(model, x)`, then `learn(model, x)`: one walk of each tree for both."""
+        if model["w"] == 0:
+            self.learn(model, x)
+            return 0.0
+        total = 0
+        limit, internal = self.limit, self.internal
+        for r, counts, feats, values in zip(
+            model["r"], model["l"], self.split_feature, self.split_value, strict=True
+        ):
+            node = depth = 0
+            counts[0] += 1
+            mass = r[0]
+            total += mass
+            scoring = mass >= limit
+            while node < internal:
+                node = 2 * node + 2 - (x[feats[node]] < values[node])
+                counts[node] += 1
+                if scoring:
+                    depth += 1
+                    mass = r[node]
+                    total += mass << depth
+                    scoring = mass >= limit
+        self._rotate(model)
+        return 1.0 - total / self.max_score
+
+    def _rotate(self, model: Model) -> None:
+        """One more learnt; a filled window becomes the reference, a fresh one is opened."""
         n = model["n"] + 1
-        if n >= self.window_size:  # the filled window becomes the reference
-            zeros = [0] * self.nodes
-            return {"r": latest, "l": [list(zeros) for _ in latest], "n": 0, "w": model["w"] + 1}
-        return {"r": model["r"], "l": latest, "n": n, "w": model["w"]}
+        if n >= self.window_size:
+            model["r"] = model["l"]
+            model["l"] = [[0] * self.nodes for _ in range(self.n_trees)]
+            model["n"] = 0
+            model["w"] += 1
+        else:
+            model["n"] = n

@@ -91,24 +91,28 @@ class CostGrowth(ModelDetector):
         closed = state.get("c") if state is not None else None
         if closed is not None and day <= closed:
             return NO_ALERTS, state  # its day is already scored: too late to count
-        state = dict(state) if state is not None else {"h": [], "c": None, "s": [0.0, None, []]}
-        opened = dict(state.get("o", {}))
+        if state is None:
+            state = {"h": [], "c": None, "s": [0.0, None, []]}
+        opened = state.get("o")
+        if opened is None:
+            opened = state["o"] = {}
         row = opened.get(str(day))
-        row = [0, 0, 0, 0.0, [], "", 0] if row is None else [*row[:4], list(row[4]), *row[5:]]
-        ids, eid = row[_IDS], event["event_id"]
-        at = bisect_left(ids, eid)
-        if at < len(ids) and ids[at] == eid:
-            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
-        ids.insert(at, eid)
+        eid = event["event_id"]
+        if row is None:
+            row = opened[str(day)] = [0, 0, 0, 0.0, [eid], "", 0]
+        else:
+            ids = row[_IDS]
+            at = bisect_left(ids, eid)
+            if at < len(ids) and ids[at] == eid:
+                return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
+            ids.insert(at, eid)
         amount, fund = int(event["total_fen"]), int(event["fund_paid_fen"])
         row[_N] += 1
         row[_AMT] += amount
         row[_FUND] += fund
         row[_SSQ] += float(amount) * amount
         if t >= row[_LAST_T]:
-            row[_LAST], row[_LAST_T] = event["event_id"], t
-        opened[str(day)] = row
-        state["o"] = opened
+            row[_LAST], row[_LAST_T] = eid, t
         state["r"] = event.get("region_code")
         state[DUE] = self._due(state)
         return NO_ALERTS, state

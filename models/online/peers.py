@@ -100,24 +100,29 @@ class PeerGroupDetector(ModelDetector):
         member = self.member(event)
         if member is None or (state is not None and day <= state.get("c", -1)):
             return NO_ALERTS, state  # its day is already judged: too late to count
-        state = dict(state) if state is not None else {"d": {}, "f": {}, "c": day - 1}
-        days = dict(state["d"])
-        members = dict(days.get(str(day), {}))
+        if state is None:
+            state = {"d": {}, "f": {}, "c": day - 1}
+        days = state["d"]
+        members = days.get(str(day))
+        if members is None:
+            members = days[str(day)] = {}
         row = members.get(member)
         k = self.counters
-        row = [0.0] * k + [[], "", 0] if row is None else [*row[:k], list(row[k]), *row[k + 1 :]]
-        ids, eid = row[k], event["event_id"]
-        at = bisect_left(ids, eid)
-        if at < len(ids) and ids[at] == eid:
-            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
-        ids.insert(at, eid)
+        eid = event["event_id"]
+        if row is None:
+            row = members[member] = [0.0] * k + [[eid], "", 0]
+        else:
+            ids = row[k]
+            at = bisect_left(ids, eid)
+            if at < len(ids) and ids[at] == eid:
+                return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
+            ids.insert(at, eid)
         for i, c in enumerate(self.counts(event)):
             row[i] += c
         row[k + 1], row[k + 2] = event.get("institution_id"), event.get("region_code")
-        members[member] = row
-        days[str(day)] = members
-        state["d"] = days
-        state[DUE] = min(day_end(int(d)) for d in days if int(d) > state["c"])
+        # the first open day ends first (day_end grows with the day)
+        judged = state["c"]
+        state[DUE] = day_end(min(d for d in map(int, days) if d > judged))
         return NO_ALERTS, state
 
     def expire(self, state: State, watermark_ms: int, key: str) -> Result:

@@ -37,6 +37,7 @@ one event), so both states stay plain JSON.
 from __future__ import annotations
 
 import math
+from bisect import insort_right
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -89,6 +90,14 @@ class SettlementAnomalyParams(Params):
     max_events: int = 64
 
 
+_NO_PERSON = [0.0, 0.0, 0.0, 1.0]
+"""Features 7..10 when the person call did not run first (the model key alone)."""
+
+
+def _time_of(w: list[Any]) -> int:
+    return w[0]
+
+
 def _clip(v: float) -> float:
     return 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
 
@@ -117,11 +126,22 @@ def settlement_features(event: Event) -> list[float]:
 
 def person_features(window: list[list[Any]], t: int) -> list[float]:
     """Features 7..10 from the person's earlier settlements `[time, total, institution, id]`."""
-    day = sum(1 for w in window if t - DAY_MS <= w[0] < t)
-    week = {w[2] for w in window if t - 7 * DAY_MS <= w[0] < t}
-    spend = sum(max(0, w[1]) for w in window if w[0] < t)
-    before = [w[0] for w in window if w[0] < t]
-    gap = 1.0 if not before else _clip(math.log1p((t - max(before)) / HOUR_MS) / _LOG_MONTH)
+    day_start, week_start = t - DAY_MS, t - 7 * DAY_MS
+    day = spend = 0
+    week = set()
+    last = None
+    for w in window:
+        wt = w[0]
+        if wt < t:
+            if wt >= day_start:
+                day += 1
+            if wt >= week_start:
+                week.add(w[2])
+            if w[1] > 0:
+                spend += w[1]
+            if last is None or wt > last:
+                last = wt
+    gap = 1.0 if last is None else _clip(math.log1p((t - last) / HOUR_MS) / _LOG_MONTH)
     return [_clip(day / 8), _clip(len(week) / 8), _clip(math.log1p(spend / 100) / 12), gap]
 
 
@@ -202,24 +222,38 @@ class SettlementAnomaly(ModelDetector):
             return self._score(event, state)
         t = event["event_time"]
         p = self.params
-        past = state["w"] if state is not None else []
         eid = event["event_id"]
-        if any(w[3] == eid for w in past):  # re-delivered: neither counted nor learnt again
-            self._context = (eid, None)
-            return NO_ALERTS, state
-        self._context = (eid, person_features(past, t))
+        if state is None:
+            window: list[list[Any]] = []
+            state = {"w": window}
+        else:
+            window = state["w"]
+            for w in window:
+                if w[3] == eid:  # re-delivered: neither counted nor learnt again
+                    self._context = (eid, None)
+                    return NO_ALERTS, state
+        self._context = (eid, person_features(window, t))
+        # the window is in time order: what left the last `person_days` is a prefix
         cutoff = max(t, watermark_ms) - p.person_days * DAY_MS
-        window = [w for w in past if w[0] >= cutoff]
-        window.append([t, int(event["total_fen"]), event["institution_id"], eid])
-        window.sort(key=lambda w: w[0])
+        old = 0
+        while old < len(window) and window[old][0] < cutoff:
+            old += 1
+        if old:
+            del window[:old]
+        entry = [t, int(event["total_fen"]), event["institution_id"], eid]
+        if not window or window[-1][0] <= t:
+            window.append(entry)
+        else:  # after every entry of the same time, as a stable sort would put it
+            insort_right(window, entry, key=_time_of)
         del window[: max(0, len(window) - p.max_events)]
-        return NO_ALERTS, {"w": window, DUE: window[-1][0] + p.person_days * DAY_MS + 1}
+        state[DUE] = window[-1][0] + p.person_days * DAY_MS + 1
+        return NO_ALERTS, state
 
     def _score(self, event: Event, state: State | None) -> Result:
         p = self.params
         ctx = self._context
         self._context = None
-        person = [0.0, 0.0, 0.0, 1.0]
+        person = _NO_PERSON
         if ctx is not None and ctx[0] == event["event_id"]:
             if ctx[1] is None:
                 return NO_ALERTS, state  # the person call saw this settlement before
@@ -228,33 +262,41 @@ class SettlementAnomaly(ModelDetector):
         if state is None or state.get("v") != self.model_version:
             state = {"v": self.model_version, "m": self.forest.new_state(), "k": 0, "c": {}}
             state["s"] = [[0.5, 0.01] for _ in range(N_FEATURES)]
-        raw = self.forest.score(state["m"], x)
-        new: State = dict(state)
-        new["m"] = self.forest.learn(state["m"], x)
-        new["k"] = state["k"] + 1
-        # running means and variances of the features (EWMA), for the explanation
-        stats = state["s"]
-        z = [(x[i] - stats[i][0]) / math.sqrt(stats[i][1] + 1e-4) for i in range(N_FEATURES)]
-        new["s"] = [
-            [m + 0.01 * (x[i] - m), (1 - 0.01) * (v + 0.01 * (x[i] - m) ** 2)]
-            for i, (m, v) in enumerate(stats)
-        ]
+        model = state["m"]
+        scored = model["w"] != 0  # before learning: a reference window to score against
+        raw = self.forest.score_learn(model, x)
+        k = state["k"]
+        state["k"] = k + 1
         # calibration: the raw score's quantile among this institution type's past scores
         kind = str(event.get("institution_type") or "?")
-        hist = state["c"].get(kind)
-        counts, total = (list(hist[0]), hist[1]) if hist is not None else ([0.0] * _BINS, 0.0)
+        calibration = state["c"]
+        hist = calibration.get(kind)
+        if hist is None:
+            hist = calibration[kind] = [[0.0] * _BINS, 0.0]
+        counts, total = hist
         b = min(_BINS - 1, int(raw * _BINS))
         q = (sum(counts[:b]) + 0.5 * counts[b]) / total if total > 0 else 0.0
         counts[b] += 1.0
         total += 1.0
         if total >= 2 * p.calibration_window:
-            counts = [c / 2 for c in counts]
+            counts[:] = [c / 2 for c in counts]
             total /= 2
-        new["c"] = {**state["c"], kind: [counts, total]}
-        new[DUE] = event["event_time"] + p.person_days * DAY_MS
-        warm = state["k"] >= p.warmup_events and total > p.min_calibration
-        if not warm or state["m"]["w"] == 0 or q < p.alert_quantile:
-            return NO_ALERTS, new
+        hist[1] = total
+        state[DUE] = event["event_time"] + p.person_days * DAY_MS
+        stats = state["s"]
+        fires = k >= p.warmup_events and total > p.min_calibration and scored
+        if fires and q >= p.alert_quantile:
+            # the features' z-values against the running means before this settlement
+            z = [(x[i] - stats[i][0]) / math.sqrt(stats[i][1] + 1e-4) for i in range(N_FEATURES)]
+        else:
+            z = None
+        # running means and variances of the features (EWMA), for the explanation
+        for xi, st in zip(x, stats, strict=True):
+            m, v = st
+            st[0] = m + 0.01 * (xi - m)
+            st[1] = (1 - 0.01) * (v + 0.01 * (xi - m) ** 2)
+        if z is None:
+            return NO_ALERTS, state
         top = sorted(range(N_FEATURES), key=lambda i: -abs(z[i]))[:3]
         drivers = "、".join(
             f"{FEATURES_ZH[i][0]}{_raw(i, x[i])}{FEATURES_ZH[i][1]}(z={z[i]:.1f})" for i in top
@@ -275,7 +317,7 @@ class SettlementAnomaly(ModelDetector):
             institution_id=event["institution_id"],
             region_code=event.get("region_code"),
         )
-        return [alert], new
+        return [alert], state
 
     def expire(self, state: State, watermark_ms: int, key: str) -> Result:
         """A person (or the partition's model) idle for `person_days`: dropped."""

@@ -101,13 +101,27 @@ def test_a_model_of_another_version_is_discarded_and_warms_up_again() -> None:
     assert not alerts and new is not None and new["k"] == 1 and new["v"] != state["v"]
 
 
-def test_process_never_mutates_the_state_it_was_given() -> None:
+def test_process_updates_the_state_in_place_like_its_json_copy() -> None:
+    """In-place learning: the state given is the state returned, and a JSON copy of it (what a
+    restored worker holds) ends up the same with the same alerts."""
     det = SettlementAnomaly(SMALL)
-    _, ds = f.run(det, ordinary(100), flush=False)
+    _, ds = f.run(det, ordinary(300), flush=False)
     state = ds.store.get(det.id, MODEL_KEY)
-    before = json.dumps(state)
-    det.process(outlier(f.at(3, 21)), state, 0, MODEL_KEY)
-    assert json.dumps(state) == before
+    copy = json.loads(json.dumps(state))
+    event = outlier(f.at(8, 21))
+    alerts, new = det.process(event, state, 0, MODEL_KEY)
+    copy_alerts, copy_new = SettlementAnomaly(SMALL).process(event, copy, 0, MODEL_KEY)
+    assert new is state and copy_new is copy and new["k"] == 301
+    assert json.dumps(new) == json.dumps(copy_new)
+    assert [a.to_record() for a in alerts] == [a.to_record() for a in copy_alerts]
+    doctors = DoctorProfile()
+    events = doctors_day((10, 30000))
+    _, ds = f.run(doctors, events[:-1], flush=False)
+    state = ds.store.get(doctors.id, "HOSPITAL|2")
+    copy = json.loads(json.dumps(state))
+    assert doctors.process(events[-1], state, 0, "HOSPITAL|2")[1] is state
+    doctors.process(events[-1], copy, 0, "HOSPITAL|2")
+    assert json.dumps(state) == json.dumps(copy)
 
 
 def test_states_are_bounded_and_dropped_when_idle() -> None:
