@@ -23,7 +23,7 @@ from models.reference import Registry
 from models.runner import DetectorSet, InMemoryStateStore, default_detectors
 from schemas.codec import Codec, CodecError
 from streams.config import Settings
-from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.processor import BatchProcessor, SourceRecord, encode_state
 from streams.worker.routing import (
     INPUT_ROLES,
     REPARTITION_ROLES,
@@ -386,14 +386,14 @@ def run_processor(
 ) -> ProcessorResult:
     """`BatchProcessor` as the worker drives it, without Kafka or faust: batches of input
     records, the repartitioned records fed back in the next batch, and the changed states
-    written to a dict table as JSON after each batch (their size is the changelog traffic)."""
+    written to a dict table as JSON after each batch, encoded as the transactional worker
+    encodes them (`encode_state`; their size is the changelog traffic)."""
     table: dict[str, Any] = {}
     proc = BatchProcessor(all_detectors(registry), table, partitions=partitions)
     offsets: dict[tuple[str, int], int] = {}
     feedback: list[SourceRecord] = []
     i = 0
     written = writes = 0
-    dumps = json.dumps
     _freeze()
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -428,7 +428,7 @@ def run_processor(
                 written += len(key) + 2
             else:
                 table[key] = state
-                written += len(key) + 2 + len(dumps(state, separators=(",", ":")))
+                written += len(key) + 2 + len(encode_state(state))  # as the worker
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     gc.unfreeze()

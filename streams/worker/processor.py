@@ -21,6 +21,7 @@ restored frontier from passing a held record before it is read again.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
+
+import orjson
 
 from models.alerts import Alert
 from models.detector import SETTLEMENT, Detector, State
@@ -63,6 +66,36 @@ DEDUP_HORIZON_MS = 60 * 60_000
 the same event (a producer's retry) instead of judging it twice. Kept in memory only: a
 duplicate whose two copies straddle a restart is judged twice (the rule detectors' windows
 ignore it; counting models may count it twice)."""
+
+
+_ORJSON_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def encode_state(state: State) -> bytes:
+    """A state as the changelog stores it: compact JSON (UTF-8), read back with `json.loads`.
+
+    orjson writes it about 10× faster than `json.dumps`, and for what it accepts here (str keys,
+    ints within 64 bits, finite floats, strings, lists, tuples, dicts, booleans, None) `json.loads`
+    reads back exactly what it reads from `json.dumps(state, separators=(",", ":"))`: both write
+    the shortest float text that round-trips; orjson writes non-ASCII as UTF-8, not as \\u
+    escapes. Everything else goes to `json.dumps` as before: orjson writes NaN and ±inf as
+    null (json.dumps: NaN, Infinity), so an output with a null in it is written again by
+    json.dumps; orjson refuses a non-str key, an int beyond 64 bits, a subclass of str/int/dict/
+    list, a dataclass or a datetime (the passthrough options), and json.dumps then writes or
+    rejects it as it always did. (A UUID or a plain Enum, which json.dumps rejects and the
+    state contract excludes, orjson would write as its value.)"""
+    try:
+        out = orjson.dumps(state, option=_ORJSON_STRICT)
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    else:
+        if b"null" not in out:
+            return out
+    return json.dumps(state, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
