@@ -225,13 +225,14 @@ class CachedState:
 
     def drain(self) -> Iterator[tuple[str, State | None]]:
         """(table key, state or None to delete) of every key changed since the last drain."""
+        cache, partition = self._cache, self.partition
         for k in self._dirty:
-            state = self._cache[k]
+            state = cache[k]
             if state is _DELETED:
-                del self._cache[k]  # nothing to keep in memory for a deleted key
-                yield self._key(*k), None
+                del cache[k]  # nothing to keep in memory for a deleted key
+                yield f"{partition}|{k[0]}|{k[1]}", None
             else:
-                yield self._key(*k), state
+                yield f"{partition}|{k[0]}|{k[1]}", state
         self._dirty.clear()
 
     def cached_keys(self) -> int:
@@ -557,11 +558,19 @@ class BatchProcessor:
         touched: set[tuple[str, int]] = set()
         self.stats.batches += 1
         ordered = self._in_offset_order(records, batch) if self.start_offset else records
+        # the loop runs per record: its lookups are made once per batch
+        stores, read, buffers, held_offsets = (
+            self.stores, self.stats.read, self.buffers, self._held_offsets
+        )  # fmt: skip
+        batch_partitions, forwarded_roles, seq = (
+            self._batch_partitions, self._forwarded_roles, self._seq
+        )  # fmt: skip
+        out_append = batch.out.append
         for rec in ordered:
-            if rec.partition not in self.stores:
+            if rec.partition not in stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
-            self.stats.read[rec.role] += 1
-            self._batch_partitions.add(rec.partition)
+            read[rec.role] += 1
+            batch_partitions.add(rec.partition)
             forwarded, replay, waiting = self._seen_before(rec)
             try:
                 event = self._decode(rec)
@@ -594,11 +603,9 @@ class BatchProcessor:
                 if not forwarded:
                     copies = 0
                     for role, key in repartition_keys(rec.role, event):
-                        if role in self._forwarded_roles:
+                        if role in forwarded_roles:
                             origin = (rec.role, rec.partition, rec.offset, copies)
-                            batch.out.append(
-                                OutRecord(role, key.encode(), rec.value, ts, None, origin)
-                            )
+                            out_append(OutRecord(role, key.encode(), rec.value, ts, None, origin))
                             copies += 1
                     if copies:
                         self._remember_forwarded(rec.value, event)
@@ -610,11 +617,18 @@ class BatchProcessor:
                     batch.done.append(rec.ref)
                     continue
             held = _Held(rec, event, len(stages))
-            self._held_offsets.setdefault((rec.topic, rec.partition), set()).add(rec.offset)
+            offsets = held_offsets.get((rec.topic, rec.partition))
+            if offsets is None:
+                offsets = held_offsets[(rec.topic, rec.partition)] = set()
+            offsets.add(rec.offset)
             order = (event["event_time"], event["_topic"], event["event_id"])
             for stage in stages:
-                heappush(self._buffer(stage, rec.partition), (order, next(self._seq), held))
-                touched.add((stage, rec.partition))
+                where = (stage, rec.partition)
+                buf = buffers.get(where)
+                if buf is None:
+                    buf = buffers[where] = []
+                heappush(buf, (order, next(seq), held))
+                touched.add(where)
         for stage, partition in sorted(touched):
             self._release(stage, partition, batch)
         batch.out.extend(self.forward_watermarks())
@@ -727,10 +741,13 @@ class BatchProcessor:
         ds = self._set_for(stage, partition)
         seen = self._seen.setdefault((stage, partition), {})
         order = self._seen_order.setdefault((stage, partition), deque())
+        judge, results_extend, done_append = ds.process, batch.results.extend, batch.done.append
+        held_offsets, processed = self._held_offsets, self.stats.processed
         while buf and buf[0][0][0] < frontier:
             (t, _, _), _, held = heappop(buf)
             rec = held.rec
-            key = (held.event["event_id"], held.event.get("_route"))
+            event = held.event
+            key = (event["event_id"], event.get("_route"))
             if key in seen:
                 held.duplicate = True  # the same event delivered again: judged once
             else:
@@ -738,7 +755,7 @@ class BatchProcessor:
                 order.append((t, key))
             if not held.failed and not held.duplicate:
                 try:
-                    batch.results.extend(ds.process(held.event))
+                    results_extend(judge(event))
                 except Exception as exc:  # a detector bug must not stop the worker
                     log.exception(
                         "detector failure on %s[%d]@%d", rec.topic, rec.partition, rec.offset
@@ -749,14 +766,14 @@ class BatchProcessor:
                     )
             held.pending -= 1
             if held.pending == 0:
-                batch.done.append(rec.ref)
-                held_offsets = self._held_offsets.get((rec.topic, rec.partition))
-                if held_offsets is not None:
-                    held_offsets.discard(rec.offset)
+                done_append(rec.ref)
+                offsets = held_offsets.get((rec.topic, rec.partition))
+                if offsets is not None:
+                    offsets.discard(rec.offset)
                 if held.duplicate:
                     self.stats.duplicates[rec.role] += 1
                 elif not held.failed:
-                    self.stats.processed[rec.role] += 1
+                    processed[rec.role] += 1
         wm = frontier - self.lateness
         if wm > ds.watermark_ms:
             batch.results.extend(ds.advance(wm))
