@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -45,22 +46,30 @@ from streams.worker.processor import (
     Batch,
     OutRecord,
     SourceRecord,
-    encode_state,
     origin_header,
     parse_origin,
 )
 from streams.worker.routing import SOURCE_ROLES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters", "by_institution", "by_doctor", "by_group")
 TXN_TIMEOUT_S = 60.0
 """How long a transaction call may take before the worker gives up on it (and on the batch)."""
 RESTORE_TIMEOUT_S = 600.0
 SEND_OFFSETS_TIMEOUT_S = 10.0
-"""Per attempt: after a broker restart librdkafka can wait for good on a stale group
-coordinator (confluentinc/librdkafka#5511); the worker then replaces its producer."""
+"""For `send_offsets_to_transaction`, which librdkafka does not enforce: after a broker
+restart the call can wait for good on a stale group coordinator (confluentinc/librdkafka#5456,
+#5511, open in 2.16). The worker waits this long plus SEND_OFFSETS_GRACE_S, then gives the
+producer up (see `_send_offsets`)."""
+SEND_OFFSETS_GRACE_S = 5.0
 LAG_REFRESH_S = 0.2
+
+
+class ProducerStuck(RuntimeError):
+    """A producer call did not return in time: the producer is given up, never called again
+    (its own thread may stay blocked in librdkafka until the process ends)."""
 
 
 class WorkerFailed(RuntimeError):
@@ -257,11 +266,16 @@ class TransactionalWorker:
         if not tps:
             return
         started = time.monotonic()
-        committed = consumer.committed(tps, timeout=TXN_TIMEOUT_S)
+        committed = _retrying(
+            lambda: consumer.committed(tps, timeout=TXN_TIMEOUT_S), codes=LOOKUP_RETRIABLE
+        )
         for tp in committed:
             offset = tp.offset
             if offset < 0:
-                low, _ = consumer.get_watermark_offsets(tp, timeout=TXN_TIMEOUT_S)
+                low, _ = _retrying(
+                    lambda tp=tp: consumer.get_watermark_offsets(tp, timeout=TXN_TIMEOUT_S),
+                    codes=LOOKUP_RETRIABLE,
+                )
                 offset = low
             self.start_offsets[(tp.topic, tp.partition)] = offset
         partitions = {tp.partition for tp in tps}
@@ -333,6 +347,11 @@ class TransactionalWorker:
         """One transaction; when it fails, abort it and read again from the last commit."""
         try:
             self._transaction(out, writes)
+        except ProducerStuck as exc:
+            log.warning("batch of %d records not committed: %s; a new producer takes over", n,
+                        exc)  # fmt: skip
+            self._replace_producer(purge=False)
+            self._reset()
         except KafkaException as exc:
             err = exc.args[0]
             if err.fatal():
@@ -351,12 +370,14 @@ class TransactionalWorker:
             self._replace_producer()
             self._reset()
 
-    def _replace_producer(self) -> None:
+    def _replace_producer(self, purge: bool = True) -> None:
         """A new producer for the same transactional id: its `init_transactions` fences the
         old one and aborts whatever it left open, and it finds the coordinators afresh (the
-        old one may wait for good on a stale group coordinator after a broker restart)."""
+        old one may wait for good on a stale group coordinator after a broker restart).
+        `purge=False`: the old producer is stuck in a call and is not touched again."""
         old, self.producer = self.producer, self._new_producer()
-        old.purge()
+        if purge:
+            old.purge()
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while True:
             try:
@@ -402,7 +423,7 @@ class TransactionalWorker:
                 headers,
             )  # fmt: skip
         for partition, key, state in writes:
-            value = None if state is None else encode_state(state)
+            value = None if state is None else json.dumps(state, separators=(",", ":"))
             self._produce(self.changelog, key.encode(), value, partition, None, None)
             if state is None:
                 self.table.pop(key, None)
@@ -410,13 +431,38 @@ class TransactionalWorker:
                 self.table[key] = state
         offsets = self._offsets()
         if offsets:
-            # once: a retry on this producer can block for good (see `_commit`)
-            producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), SEND_OFFSETS_TIMEOUT_S
-            )
+            self._send_offsets(offsets)
         _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
         for tp in offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """`send_offsets_to_transaction`, once per transaction, in a thread of its own: the
+        call can block for good whatever its timeout (librdkafka#5456, #5511: after a broker
+        restart it waited on a stale group coordinator, the broker-restart test saw it), so
+        the worker waits SEND_OFFSETS_TIMEOUT_S + SEND_OFFSETS_GRACE_S and then raises
+        ProducerStuck: the batch is given up and a new producer takes over."""
+        producer = self.producer
+        metadata = self.consumer.consumer_group_metadata()
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, SEND_OFFSETS_TIMEOUT_S)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the worker's thread below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=call, name="send-offsets", daemon=True)
+        thread.start()
+        thread.join(SEND_OFFSETS_TIMEOUT_S + SEND_OFFSETS_GRACE_S)
+        if not outcome:
+            raise ProducerStuck(
+                f"send_offsets_to_transaction did not return in "
+                f"{SEND_OFFSETS_TIMEOUT_S + SEND_OFFSETS_GRACE_S:.0f}s (librdkafka#5511)"
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def _produce(
         self,
@@ -486,17 +532,32 @@ class TransactionalWorker:
         return self._lag
 
 
-def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
-    """A transaction call, again after a retriable error (librdkafka's contract: the same call
-    may be repeated until it succeeds or fails for good)."""
+LOOKUP_RETRIABLE = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TRANSPORT,
+})  # fmt: skip
+"""Errors of an offset or watermark lookup that pass (a topic just created has no leader for
+a moment, a restarted broker loads its groups): the lookup is asked again."""
+
+
+def _retrying(call: Callable[[], T], attempts: int = 5, codes: frozenset[int] = frozenset()) -> T:
+    """A call, again after a retriable error (librdkafka's contract for the transaction calls:
+    the same call may be repeated until it succeeds or fails for good), or after an error of
+    `codes` (lookups, whose errors carry no retriable flag)."""
     for attempt in range(attempts):
         try:
-            call()
-            return
+            return call()
         except KafkaException as exc:
-            if not exc.args[0].retriable() or attempt == attempts - 1:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in codes) or attempt == attempts - 1:
                 raise
-            log.warning("transaction call failed, trying again: %s", exc.args[0].str())
+            log.warning("%s; trying again", err.str())
             time.sleep(0.5 * (attempt + 1))
 
 

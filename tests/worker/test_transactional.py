@@ -94,11 +94,26 @@ class FlakyProducer:
     """The worker's producer, whose commit fails with an abortable error at given
     transactions (as when a broker or the group coordinator fails mid-commit)."""
 
-    def __init__(self, producer: Producer, fail_at: set[int]) -> None:
+    def __init__(
+        self, producer: Producer, fail_at: set[int], hang_at: frozenset[int] = frozenset()
+    ) -> None:
         self._producer = producer
         self.fail_at = fail_at
         self.commits = 0
         self.failed = 0
+        self.hang_at = hang_at
+        self.offsets_sent = 0
+        self.hung = 0
+        self.release = threading.Event()  # set by the test at the end: the hung calls return
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        """At the given calls, block past any timeout (librdkafka#5511 after a broker restart)."""
+        self.offsets_sent += 1
+        if self.offsets_sent in self.hang_at:
+            self.hung += 1
+            self.release.wait()
+            raise KafkaException(KafkaError(KafkaError._FENCED, "released by the test"))
+        self._producer.send_offsets_to_transaction(offsets, metadata, timeout)
 
     def commit_transaction(self, timeout: float) -> None:
         self.commits += 1
@@ -118,11 +133,13 @@ class FlakyProducer:
         return getattr(self._producer, name)
 
 
-def _run_in_thread(run: WorkerRun, world: World, fail_at: set[int]) -> FlakyProducer:
+def _run_in_thread(
+    run: WorkerRun, world: World, fail_at: set[int], hang_at: frozenset[int] = frozenset()
+) -> FlakyProducer:
     settings = run.settings.model_copy(update={"registry_dir": world.registry})
     ensure_topics(settings, [changelog_spec(settings)])
     worker = TransactionalWorker(settings, "w")
-    flaky = FlakyProducer(worker.producer, fail_at)
+    flaky = FlakyProducer(worker.producer, fail_at, hang_at)
     worker.producer = flaky  # type: ignore[assignment]
     new_producer = worker._new_producer
     worker._new_producer = lambda: flaky.wrap(new_producer())  # type: ignore[method-assign]
@@ -141,6 +158,7 @@ def _run_in_thread(run: WorkerRun, world: World, fail_at: set[int]) -> FlakyProd
     finally:
         worker.request_stop()
         thread.join(60)
+        flaky.release.set()
     return flaky
 
 
@@ -167,6 +185,36 @@ def test_an_aborted_batch_is_read_again_and_its_outputs_appear_once(
     got = flaky_run.alerts()  # read_committed: the aborted batches' alerts are not there
     assert_same_alerts(got, expected)
     assert len(got) == len(expected)  # each alert once: no re-emission after an abort
+
+
+@pytest.mark.slow
+def test_a_send_offsets_call_that_never_returns_costs_a_producer_not_the_worker(
+    kafka_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's send_offsets_to_transaction can block for good after a broker restart
+    (#5456, #5511: the broker-restart test hung in it). The worker gives the producer up after
+    its timeout, a new producer takes over the transactional id (aborting the open
+    transaction), and the batch is read again: the alerts equal an uninterrupted run's, once."""
+    from streams.worker import transactional
+
+    monkeypatch.setattr(transactional, "SEND_OFFSETS_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(transactional, "SEND_OFFSETS_GRACE_S", 0.5)
+    tmp = tmp_path_factory.mktemp("txn-hang")
+    world = make_world(kafka_settings, tmp, 3, seed=5)
+    produce_to_kafka(world.settings, iter(world.records))
+    reference = WorkerRun(world.settings, world.inputs, tmp, "ref")
+    _run_in_thread(reference, world, set())
+    expected = reference.alerts()
+    assert expected
+
+    hanging_run = WorkerRun(world.settings, world.inputs, tmp, "hang")
+    hanging = _run_in_thread(hanging_run, world, set(), hang_at={2, 5})
+    assert hanging.hung == 2
+    got = hanging_run.alerts()
+    assert_same_alerts(got, expected)
+    assert len(got) == len(expected)
 
 
 def test_a_stop_during_start_up_exits_cleanly_before_consuming(
