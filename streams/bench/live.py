@@ -156,7 +156,8 @@ class CommitMonitor(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
-        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id})
+        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id,
+                             "isolation.level": "read_uncommitted"})  # fmt: skip
         try:
             names = [getattr(s.topics, r).name for r in INPUT_ROLES]
             meta = consumer.list_topics(timeout=10)

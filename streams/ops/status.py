@@ -201,6 +201,8 @@ def group_lags(settings: Settings, timeout: float) -> tuple[list[GroupLag], str 
                 **settings.kafka_common(),
                 "group.id": group,
                 "enable.auto.commit": False,
+                # committed offsets as they stand, not waiting for a transaction's pending ones
+                "isolation.level": "read_uncommitted",
                 "socket.timeout.ms": max(1000, int(timeout * 1000)),
             }
         )

@@ -108,7 +108,9 @@ class WorkerProcess:
         """(`topic[partition]`, committed offset, end offset) of every source partition."""
         s = self.settings
         names = [getattr(s.topics, role).name for role in SOURCE_ROLES]
-        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id})
+        # the offsets as they stand: read_committed would wait while a transaction holds some
+        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id,
+                             "isolation.level": "read_uncommitted"})  # fmt: skip
         try:
             metadata = consumer.list_topics(timeout=10)
             tps = [

@@ -46,7 +46,6 @@ from streams.worker.processor import (
     Batch,
     OutRecord,
     SourceRecord,
-    encode_state,
     origin_header,
     parse_origin,
 )
@@ -65,6 +64,10 @@ restart the call can wait for good on a stale group coordinator (confluentinc/li
 #5511, open in 2.16). The worker waits this long plus SEND_OFFSETS_GRACE_S, then gives the
 producer up (see `_send_offsets`)."""
 SEND_OFFSETS_GRACE_S = 5.0
+STABLE_OFFSETS_WAIT_S = 45.0
+"""How long an assignment waits for committed offsets that a transaction still holds pending:
+longer than the broker takes to abort a transaction whose producer is gone (the producer's
+`transaction.timeout.ms`, 30 s, plus the broker's 10 s check interval)."""
 LAG_REFRESH_S = 0.2
 
 
@@ -180,6 +183,17 @@ class TransactionalWorker:
                 "heartbeat.interval.ms": int(settings.worker_heartbeat_interval_s * 1000),
             }
         )
+        # the same group's committed offsets without waiting for pending ones (`_committed`);
+        # it never subscribes, so it never joins the group
+        self._offsets_reader = Consumer(
+            {
+                **common,
+                "group.id": settings.worker_app_id,
+                "client.id": f"{settings.worker_app_id}-{name}-offsets",
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }
+        )
         self.producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
@@ -236,6 +250,7 @@ class TransactionalWorker:
         finally:
             self.state = "stopping"
             self.consumer.close()  # leaves the group: its partitions move at once
+            self._offsets_reader.close()
             self.producer.flush(10)
             self.state = "stopped"
             log.info("worker %s stopped", self.name)
@@ -258,18 +273,22 @@ class TransactionalWorker:
     # -- rebalances -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         self._open(consumer, tps)
+        # from the offsets just read: left to itself, librdkafka would ask for the committed
+        # offsets again and wait as long as they are pending (see `_committed`)
+        consumer.assign(
+            [TopicPartition(tp.topic, tp.partition, self.start_offsets[(tp.topic, tp.partition)])
+             for tp in tps]
+        )  # fmt: skip
 
     def _open(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         """Where each source restarts, then the states of the new partitions. The committed
-        offsets come first: with read_committed, librdkafka asks for stable offsets, so a
-        transaction a previous owner left pending is resolved before its states are read."""
+        offsets come first (`_committed`), so a transaction a previous owner left open is
+        resolved before its states are read."""
         self._generation += 1
         if not tps:
             return
         started = time.monotonic()
-        committed = _retrying(
-            lambda: consumer.committed(tps, timeout=TXN_TIMEOUT_S), codes=LOOKUP_RETRIABLE
-        )
+        committed = self._committed(tps)
         for tp in committed:
             offset = tp.offset
             if offset < 0:
@@ -289,6 +308,33 @@ class TransactionalWorker:
             "assigned partitions %s: %d state records restored in %.1fs",
             sorted(partitions), restored, time.monotonic() - started,
         )  # fmt: skip
+
+    def _committed(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets of `tps`: the stable ones (read_committed asks the
+        broker to wait while a transaction that commits offsets of the group is open, e.g. one
+        a killed previous owner left, which the broker aborts after `transaction.timeout.ms`),
+        or, if they are still pending after STABLE_OFFSETS_WAIT_S, the last committed ones.
+        After a broker restart the group once kept offsets pending for good: an aborted
+        producer's offset commit that reached the group after the abort (the hanging
+        transactions of KIP-890) is resolved only by the next transaction of the same
+        producer id, which could never start while the worker waited for it."""
+        try:
+            return _retrying(
+                lambda: self.consumer.committed(tps, timeout=STABLE_OFFSETS_WAIT_S),
+                codes=LOOKUP_RETRIABLE,
+            )
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+        log.warning(
+            "the committed offsets of %d partitions are still pending after %.0fs (a "
+            "transaction the broker has not resolved): reading from the last committed ones",
+            len(tps), STABLE_OFFSETS_WAIT_S,
+        )  # fmt: skip
+        return _retrying(
+            lambda: self._offsets_reader.committed(tps, timeout=TXN_TIMEOUT_S),
+            codes=LOOKUP_RETRIABLE,
+        )
 
     def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         self._close({tp.partition for tp in tps})
@@ -424,7 +470,7 @@ class TransactionalWorker:
                 headers,
             )  # fmt: skip
         for partition, key, state in writes:
-            value = None if state is None else encode_state(state)
+            value = None if state is None else json.dumps(state, separators=(",", ":"))
             self._produce(self.changelog, key.encode(), value, partition, None, None)
             if state is None:
                 self.table.pop(key, None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.config import Settings
 from streams.simulator.output import produce_to_kafka
@@ -88,6 +88,7 @@ def test_a_second_instance_of_a_worker_fences_the_first(
     finally:
         for worker in (first, second):
             worker.consumer.close()
+            worker._offsets_reader.close()
 
 
 class FlakyProducer:
@@ -215,6 +216,47 @@ def test_a_send_offsets_call_that_never_returns_costs_a_producer_not_the_worker(
     got = hanging_run.alerts()
     assert_same_alerts(got, expected)
     assert len(got) == len(expected)
+
+
+@pytest.mark.slow
+def test_offsets_a_transaction_keeps_pending_do_not_stop_the_worker(
+    kafka_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A transaction holds offsets of the worker's group pending and is never resolved (after
+    a broker restart an aborted producer's late offset commit did that, and the worker waited
+    for good: librdkafka asks read_committed consumers for stable offsets only). The worker
+    waits STABLE_OFFSETS_WAIT_S, then reads from the last committed offsets and catches up
+    while that transaction is still open (its timeout: 15 minutes)."""
+    from streams.worker import transactional
+
+    monkeypatch.setattr(transactional, "STABLE_OFFSETS_WAIT_S", 3.0)
+    tmp = tmp_path_factory.mktemp("txn-pending")
+    world = make_world(kafka_settings, tmp, 2, seed=5)
+    produce_to_kafka(world.settings, iter(world.records))
+    run = WorkerRun(world.settings, world.inputs, tmp, "pending")
+    group = run.settings.worker_app_id
+    hanging = Producer({**kafka_settings.kafka_common(), "transactional.id": f"{group}-hanging",
+                        "transaction.timeout.ms": 900_000})  # fmt: skip
+    hanging.init_transactions(30)
+    hanging.begin_transaction()
+    metadata = Consumer({**kafka_settings.kafka_common(), "group.id": group})
+    name = run.settings.topics.settlement.name
+    hanging.send_offsets_to_transaction(
+        [TopicPartition(name, p, 0) for p in range(run.settings.topics.settlement.partitions)],
+        metadata.consumer_group_metadata(),
+        30,
+    )
+    try:
+        with caplog.at_level("WARNING", logger="streams.worker.transactional"):
+            _run_in_thread(run, world, set())
+        assert "still pending" in caplog.text
+        assert run.alerts()
+    finally:
+        hanging.abort_transaction(30)
+        metadata.close()
 
 
 def test_a_stop_during_start_up_exits_cleanly_before_consuming(
