@@ -46,6 +46,7 @@ from streams.worker.processor import (
     Batch,
     OutRecord,
     SourceRecord,
+    encode_state,
     origin_header,
     parse_origin,
 )
@@ -470,7 +471,7 @@ class TransactionalWorker:
                 headers,
             )  # fmt: skip
         for partition, key, state in writes:
-            value = None if state is None else json.dumps(state, separators=(",", ":"))
+            value = None if state is None else encode_state(state)
             self._produce(self.changelog, key.encode(), value, partition, None, None)
             if state is None:
                 self.table.pop(key, None)
