@@ -220,3 +220,79 @@ def test_a_start_older_than_the_inputs_retention_is_warned(caplog: pytest.LogCap
         _warn_past_retention(settings, now_ms - retention - 3_600_000)
     assert len(caplog.records) == 1
     assert "input topics keep 30 days" in caplog.records[0].getMessage()
+
+
+class _Acked:
+    """A delivered message as librdkafka reports it (offset None: acknowledged as a duplicate)."""
+
+    def __init__(self, topic: str, key: bytes, value: bytes, ts: int, offset: int | None) -> None:
+        self._t, self._k, self._v, self._ts, self._o = topic, key, value, ts, offset
+
+    def topic(self) -> str:
+        return self._t
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, self._ts
+
+    def offset(self) -> int | None:
+        return self._o
+
+
+class DuplicateAnsweringProducer:
+    """Acknowledges the first `no_offset` records it is given without an offset, the rest
+    (and every record produced again) with one; keeps what it stored."""
+
+    def __init__(self, no_offset: int) -> None:
+        self.no_offset = no_offset
+        self.pending: list = []
+        self.stored: list[bytes] = []
+
+    def produce(self, topic, value, key, timestamp, on_delivery) -> None:
+        self.pending.append((topic, key, value, timestamp, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        pending, self.pending = self.pending, []
+        for topic, key, value, ts, callback in pending:
+            if self.no_offset:
+                self.no_offset -= 1  # the batch the broker called a duplicate: not stored
+                callback(None, _Acked(topic, key, value, ts, None))
+            else:
+                self.stored.append(value)
+                callback(None, _Acked(topic, key, value, ts, len(self.stored) - 1))
+        return 0
+
+
+def test_records_acknowledged_without_an_offset_are_produced_again(monkeypatch, caplog):
+    """After a broker restart librdkafka once reported records delivered (as duplicates, no
+    offset) that the topic did not hold: the simulator produces those again, so every record
+    reaches the topic at least once (consumers are idempotent by event id)."""
+    from streams.kafka import clients
+
+    fake = DuplicateAnsweringProducer(no_offset=3)
+    monkeypatch.setattr(clients, "make_producer", lambda settings: fake)
+    records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
+    events = [r for r in records if r.topic != "sim_labels"][:50]
+    summary = produce_to_kafka(Settings(), events, heartbeat_ms=None)
+    assert summary.resent == 3
+    assert len(fake.stored) == 50  # every record, once: the 3 unconfirmed were not stored
+    assert "acknowledged without an offset" in caplog.text
+
+
+def test_records_never_confirmed_fail_the_run(monkeypatch):
+    from streams.kafka import clients
+
+    fake = DuplicateAnsweringProducer(no_offset=10**6)  # never an offset
+    monkeypatch.setattr(clients, "make_producer", lambda settings: fake)
+    records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
+    events = [r for r in records if r.topic != "sim_labels"][:5]
+    with pytest.raises(DeliveryError, match="did not acknowledge 5 record"):
+        produce_to_kafka(Settings(), events, heartbeat_ms=None)
