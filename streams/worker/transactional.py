@@ -292,12 +292,8 @@ class TransactionalWorker:
         committed = self._committed(tps)
         for tp in committed:
             offset = tp.offset
-            if offset < 0:
-                low, _ = _retrying(
-                    lambda tp=tp: consumer.get_watermark_offsets(tp, timeout=TXN_TIMEOUT_S),
-                    codes=LOOKUP_RETRIABLE,
-                )
-                offset = low
+            if offset < 0:  # nothing committed yet: from the start of the partition
+                offset = self._low_watermark(consumer, tp)
             self.start_offsets[(tp.topic, tp.partition)] = offset
         partitions = {tp.partition for tp in tps}
         new = partitions - self.owned
@@ -309,6 +305,22 @@ class TransactionalWorker:
             "assigned partitions %s: %d state records restored in %.1fs",
             sorted(partitions), restored, time.monotonic() - started,
         )  # fmt: skip
+
+    @staticmethod
+    def _low_watermark(consumer: Consumer, tp: TopicPartition) -> int:
+        """The first offset of a partition, or OFFSET_BEGINNING if the broker cannot tell now
+        (after a restart a partition was once "unknown" to the consumer for a moment): the
+        consumer then starts there all the same."""
+        try:
+            low, _ = _retrying(
+                lambda: consumer.get_watermark_offsets(tp, timeout=TXN_TIMEOUT_S),
+                codes=LOOKUP_RETRIABLE,
+            )
+            return low
+        except KafkaException as exc:
+            log.warning("first offset of %s[%d] unknown (%s): reading from its beginning",
+                        tp.topic, tp.partition, exc.args[0].str())  # fmt: skip
+            return OFFSET_BEGINNING
 
     def _committed(self, tps: list[TopicPartition]) -> list[TopicPartition]:
         """The group's committed offsets of `tps`: the stable ones (read_committed asks the
@@ -564,7 +576,7 @@ class TransactionalWorker:
             for tp in assignment:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
                 key = (tp.topic, tp.partition)
-                done = self.committed.get(key, self.start_offsets.get(key, 0))
+                done = max(0, self.committed.get(key, self.start_offsets.get(key, 0)))
                 if high < 0:  # nothing fetched from it yet
                     high = done
                 lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - done)
@@ -589,6 +601,7 @@ LOOKUP_RETRIABLE = frozenset({
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.REQUEST_TIMED_OUT,
     KafkaError._TRANSPORT,
+    KafkaError._UNKNOWN_PARTITION,
 })  # fmt: skip
 """Errors of an offset or watermark lookup that pass (a topic just created has no leader for
 a moment, a restarted broker loads its groups): the lookup is asked again."""

@@ -1,10 +1,14 @@
-"""How the transactional worker reads a batch (unit tests with a fake consumer): a first record,
-then what follows it within the linger, and never a record of before a rebalance."""
+"""How the transactional worker reads a batch (a first record, then what follows it within the
+linger, never a record of before a rebalance) and where a partition starts when its first offset
+is unknown: unit tests with fakes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+from streams.worker import transactional
 from streams.worker.transactional import TransactionalWorker
 
 
@@ -60,3 +64,32 @@ def test_a_batch_of_one_reads_once() -> None:
     consumer = FakeConsumer([(["a"], None)])
     assert _worker(consumer)._poll(1, 0.2, 0.02) == ["a"]
     assert consumer.calls == [(1, 0.2)]
+
+
+class UnknownPartitionConsumer:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def get_watermark_offsets(self, tp, timeout: float) -> tuple[int, int]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        return 7, 42
+
+
+def test_a_first_offset_lookup_that_fails_for_a_moment_is_asked_again(monkeypatch) -> None:
+    monkeypatch.setattr(transactional.time, "sleep", lambda s: None)
+    consumer = UnknownPartitionConsumer(failures=2)
+    offset = TransactionalWorker._low_watermark(consumer, TopicPartition("t", 0))
+    assert (offset, consumer.calls) == (7, 3)
+
+
+def test_a_partition_whose_first_offset_stays_unknown_is_read_from_its_beginning(
+    monkeypatch,
+) -> None:
+    """After a broker restart a partition was once "unknown" to the consumer: the worker died
+    on it. It now starts from the beginning of the partition, as auto.offset.reset would."""
+    monkeypatch.setattr(transactional.time, "sleep", lambda s: None)
+    consumer = UnknownPartitionConsumer(failures=10**6)
+    assert TransactionalWorker._low_watermark(consumer, TopicPartition("t", 0)) == OFFSET_BEGINNING
