@@ -66,8 +66,9 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     from streams.backtest.run import BacktestSpec
     from streams.backtest.sources import parse_time
     from streams.store.client import Store, StoreBusyError, StoreError
-    from streams.worker.build import load_registry
+    from streams.worker.build import load_registry, tune_gc
 
+    tune_gc()
     console = Console()
     err = Console(stderr=True)
     try:

@@ -91,6 +91,9 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     from streams.bench.report import ratio
     from streams.bench.workload import BenchTopics, Workload, new_run_id
     from streams.simulator.output import produce_to_kafka
+    from streams.worker.build import tune_gc
+
+    tune_gc()  # the in-process phases collect as the worker does
 
     out_dir = (args.out or settings.data_dir / "bench").resolve()  # chdb:// needs a full path
     run_id = new_run_id()

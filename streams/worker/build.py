@@ -3,6 +3,7 @@ the configured rule set, the hourly aggregator, the reference registry, the wall
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -15,6 +16,19 @@ from streams.config import Settings
 from streams.worker.processor import BatchProcessor
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Python's collector thresholds for the processes that judge events (the worker, the backtest,
+the benchmark's in-process runs). The detector state is millions of long-lived containers: with
+the defaults (700, 10, 10) the city benchmark world (413,649 events) ran 12,844 collections,
+46 of them over the whole state, 37 s of the worker logic's 96 s CPU. With these, 378
+collections and 7.6 s, the same alerts. The state holds no reference cycles worth collecting
+sooner (plain dicts and lists), so the memory cost is the young objects of one batch."""
+
+
+def tune_gc() -> None:
+    """Collect less often (GC_THRESHOLDS), for the event-judging processes."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def load_registry(settings: Settings) -> Registry:

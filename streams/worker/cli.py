@@ -46,6 +46,7 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_transactional(settings: Settings, name: str) -> int:
     from streams.stack.topics import ensure_topics
+    from streams.worker.build import tune_gc
     from streams.worker.metrics import WorkerMetrics
     from streams.worker.transactional import TransactionalWorker, WorkerFailed, changelog_spec
 
@@ -61,6 +62,7 @@ def run_transactional(settings: Settings, name: str) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     ensure_topics(settings, [*settings.topics.all(), changelog_spec(settings)])
     worker = holder["worker"] = TransactionalWorker(settings, name)
     if requested:
@@ -85,7 +87,9 @@ def run_faust(settings: Settings, name: str) -> int:
     from faust.worker import Worker
 
     from streams.worker.app import create_app
+    from streams.worker.build import tune_gc
 
+    tune_gc()
     app = create_app(settings, name)
     level = logging.getLogger().getEffectiveLevel()
     loglevel = "info" if level <= logging.INFO else "warn"
