@@ -296,3 +296,52 @@ def test_records_never_confirmed_fail_the_run(monkeypatch):
     events = [r for r in records if r.topic != "sim_labels"][:5]
     with pytest.raises(DeliveryError, match="did not acknowledge 5 record"):
         produce_to_kafka(Settings(), events, heartbeat_ms=None)
+
+
+class _Meta:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = dict.fromkeys(range(partitions))
+        self.error = None
+
+
+class RecordingProducer(DuplicateAnsweringProducer):
+    """Stores everything in order (events and watermarks) and knows 2 partitions a topic."""
+
+    def __init__(self) -> None:
+        super().__init__(no_offset=0)
+        self.log: list[tuple[str, bytes, int]] = []
+
+    def produce(self, topic, value, key, timestamp, on_delivery=None, partition=None) -> None:
+        self.log.append((topic, key, timestamp))
+        if on_delivery is not None:
+            super().produce(topic, value, key, timestamp, on_delivery)
+
+    def list_topics(self, topic: str, timeout: float):
+        return type("Md", (), {"topics": {topic: _Meta(2)}})()
+
+
+def _watermarks(log: list[tuple[str, bytes, int]]) -> list[int]:
+    return [i for i, (_, key, _) in enumerate(log) if key == b"__watermark__"]
+
+
+def test_a_paced_stream_promises_progress_on_the_wall_clock_too(monkeypatch):
+    """At a fixed rate the simulator also sends watermarks every WALL_HEARTBEAT_S of wall time
+    (a quiet partition would otherwise hold a stage fed by every partition until the next
+    simulated hour), and never promises a time an event produced after it is earlier than."""
+    from streams.kafka import clients
+    from streams.simulator import output
+
+    monkeypatch.setattr(output, "WALL_HEARTBEAT_S", 0.05)
+    records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
+    events = [r for r in records if r.topic != "sim_labels"][:60]
+    paced, bulk = RecordingProducer(), RecordingProducer()
+    monkeypatch.setattr(clients, "make_producer", lambda settings: paced)
+    produce_to_kafka(Settings(), events, rate=300.0)  # 0.2 s: about 4 wall-clock promises
+    monkeypatch.setattr(clients, "make_producer", lambda settings: bulk)
+    produce_to_kafka(Settings(), events)
+    extra = len(_watermarks(paced.log)) - len(_watermarks(bulk.log))
+    assert extra >= 2 * 3 * 2  # at least two promises to 3 topics x 2 partitions
+    for i in _watermarks(paced.log)[:-6]:  # the last 6: the end-of-run promise
+        promised = paced.log[i][2]
+        later = [ts for _, key, ts in paced.log[i:] if key != b"__watermark__"]
+        assert all(ts >= promised for ts in later)
