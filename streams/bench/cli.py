@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-live", action="store_true", help="in-process paths only")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run the max-rate phase with this many worker processes in one group "
+        "(phase max_<n>w; default 1: not run)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="also profile the detectors, the worker logic and a live worker with pyinstrument "
@@ -277,6 +284,8 @@ def _live_phases(
             ("max", max_events, None),
             ("faust_floor", max_events, None),  # faust alone: no decode, no work (bare_faust)
         ]
+        if args.workers > 1:  # the group's throughput with more worker processes
+            phases.append((f"max_{args.workers}w", max_events, None))
         if args.profile:  # a phase of its own: the profiler must not slow the figures
             phases.append(("profile", min(max_events, 20_000), None))
         for phase, n, rate in phases:
@@ -295,6 +304,7 @@ def _live_phases(
                 say=say,
                 profile_path=profile,
                 bare=phase == "faust_floor",
+                workers=args.workers if phase.startswith("max_") else 1,
             )
             if profile is not None:
                 profiles["live_worker"] = report_from_file(
@@ -313,6 +323,11 @@ def _live_phases(
     by = {p["phase"]: p for p in result["live"]}
     result["live_eps_per_worker"] = by["max"]["worker_eps"]
     result["faust_floor_eps"] = by["faust_floor"]["worker_eps"]
+    if args.workers > 1:
+        result["live_eps_workers"] = {
+            "1": by["max"]["worker_eps"],
+            str(args.workers): by[f"max_{args.workers}w"]["worker_eps"],
+        }
     result["live_p50_latency_s"] = by["rate"]["latency"]["p50_s"]
     result["live_p99_latency_s"] = by["rate"]["latency"]["p99_s"]
     result["live_offered_eps"] = args.rate

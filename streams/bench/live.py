@@ -126,9 +126,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def wait_group_stable(settings: Settings, group: str, alive: Any, timeout_s: float = 120) -> float:
-    """Block until the consumer group is STABLE with members (the worker has its partitions);
-    returns the seconds waited."""
+def wait_group_stable(
+    settings: Settings, group: str, alive: Any, timeout_s: float = 120, members: int = 1
+) -> float:
+    """Block until the consumer group is STABLE with `members` members (the workers have their
+    partitions); returns the seconds waited."""
     admin = admin_client(settings)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
@@ -136,7 +138,7 @@ def wait_group_stable(settings: Settings, group: str, alive: Any, timeout_s: flo
             raise RuntimeError("the worker exited before joining its group")
         try:
             desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-            if desc.state == ConsumerGroupState.STABLE and desc.members:
+            if desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members:
                 return time.monotonic() - t0
         except KafkaException:
             pass
@@ -207,10 +209,12 @@ def run_live(
     say: Any = print,
     profile_path: Path | None = None,
     bare: bool = False,
+    workers: int = 1,
 ) -> LiveResult:
     """One live phase on topics of its own: start the worker (wait for its group), then
     produce `events` events at `rate` (None: max) while the sink stores everything. `bare`
-    runs faust's floor (`BareFaustWorker`) in place of the worker."""
+    runs faust's floor (`BareFaustWorker`) in place of the worker; `workers` > 1 runs that many
+    worker processes in one group (the figure is then the group's)."""
     topics = BenchTopics(base, run_id, phase, work_dir / phase).create()
     settings = topics.settings
     records = workload.prefix(events)
@@ -238,6 +242,11 @@ def run_live(
             env=worker_env(settings),
             log_path=log_path,
         )
+    others = [
+        WorkerProcess(settings, workload.registry_dir, name=f"bench-{i}", env=worker_env(settings),
+                      log_path=work_dir / phase / f"worker-{i}.log")
+        for i in range(2, workers + 1)
+    ]  # fmt: skip
     db = Store(store.settings, database=f"fwbench_{run_id}_{phase}").open(lock=False)
     db.ensure_schema()
     sink = TimedSink(settings, db, roles=SINK_ROLES, group_id=settings.consumer_group)
@@ -262,7 +271,14 @@ def run_live(
 
     try:
         worker.start()
-        waited = wait_group_stable(settings, settings.worker_app_id, worker.alive)
+        for other in others:
+            other.start()
+        waited = wait_group_stable(
+            settings,
+            settings.worker_app_id,
+            lambda: worker.alive() and all(o.alive() for o in others),
+            members=workers,
+        )
         say(
             f"  {phase}: worker joined its group in {waited:.1f}s; producing {n_events:,} events "
             f"at {'max rate' if rate is None else f'{rate:,.0f} ev/s'}"
@@ -328,6 +344,8 @@ def run_live(
         )
     finally:
         worker.stop()
+        for other in others:
+            other.stop()
         try:
             db.client.command(f"DROP DATABASE IF EXISTS `{db.database}`")
         finally:

@@ -25,7 +25,8 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
     env.update({"FUNDWATCH_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
                 "FUNDWATCH_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
     cmd = [sys.executable, "-m", "streams.cli", "bench", "--quick", "--events", "1500",
-           "--rate-seconds", "0.5", "--max-events", "1500", "--out", str(out)]  # fmt: skip
+           "--rate-seconds", "0.5", "--max-events", "1500", "--workers", "2",
+           "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -39,7 +40,8 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
         assert latest[key] > 0, key
     assert latest["bytes_per_person"] > 0
     assert latest["workload"]["events"] == 1500
-    assert {p["phase"] for p in latest["live"]} == {"rate", "max", "faust_floor"}
+    assert {p["phase"] for p in latest["live"]} == {"rate", "max", "faust_floor", "max_2w"}
+    assert latest["live_eps_workers"]["1"] > 0 and latest["live_eps_workers"]["2"] > 0
     for phase in latest["live"]:
         assert not phase["timed_out"]
         assert phase["latency"]["unmatched"] == 0
