@@ -17,6 +17,7 @@ reason). `expire` may still return a new state.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -80,3 +81,13 @@ class ModelDetector(BaseDetector):
         self.kind: str = "suspicious"
         self.entity_type: str = scenario.entity_type if scenario is not None else self.entity
         self.params = build_params(self.params_class, params)
+
+
+def add_event_id(ids: list[str], event_id: str) -> bool:
+    """Insert `event_id` into the sorted list `ids`; False if it is there already (a re-delivered
+    event, which the caller counts once)."""
+    at = bisect_left(ids, event_id)
+    if at < len(ids) and ids[at] == event_id:
+        return False
+    ids.insert(at, event_id)
+    return True

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
 from models.alerts import Alert, make_alert
 from models.detector import DUE, NO_ALERTS, SETTLEMENT, Event, Params, Result, State, yuan
-from models.online.common import ModelDetector, day_end, local_day_of
+from models.online.common import ModelDetector, add_event_id, day_end, local_day_of
 from models.window import DAY_MS, fmt_local
 
 _N, _AMT, _FUND, _SSQ, _IDS, _LAST, _LAST_T = range(7)
@@ -100,12 +99,8 @@ class CostGrowth(ModelDetector):
         eid = event["event_id"]
         if row is None:
             row = opened[str(day)] = [0, 0, 0, 0.0, [eid], "", 0]
-        else:
-            ids = row[_IDS]
-            at = bisect_left(ids, eid)
-            if at < len(ids) and ids[at] == eid:
-                return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
-            ids.insert(at, eid)
+        elif not add_event_id(row[_IDS], eid):
+            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
         amount, fund = int(event["total_fen"]), int(event["fund_paid_fen"])
         row[_N] += 1
         row[_AMT] += amount

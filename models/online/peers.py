@@ -15,7 +15,6 @@ figures, whatever the partition count. The alert's trigger is the finding
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from models.detector import DUE, NO_ALERTS, SETTLEMENT, Event, Params, Result, S
 from models.online.common import (
     LEVEL_ZH,
     ModelDetector,
+    add_event_id,
     city_of,
     day_end,
     institution_group,
@@ -111,12 +111,8 @@ class PeerGroupDetector(ModelDetector):
         eid = event["event_id"]
         if row is None:
             row = members[member] = [0.0] * k + [[eid], "", 0]
-        else:
-            ids = row[k]
-            at = bisect_left(ids, eid)
-            if at < len(ids) and ids[at] == eid:
-                return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
-            ids.insert(at, eid)
+        elif not add_event_id(row[k], eid):
+            return NO_ALERTS, state  # re-delivered (at-least-once repartition): counted once
         for i, c in enumerate(self.counts(event)):
             row[i] += c
         row[k + 1], row[k + 2] = event.get("institution_id"), event.get("region_code")
