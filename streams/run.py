@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 INPUT_ROLES = ("settlement", "trace_scan", "face_verify", "sim_labels")
 OUTPUT_ROLES = ("alerts", "aggregates", "dead_letters")
+SIM_STOP_GRACE_S = 60.0
+"""How long a stopped run waits for the simulator to deliver what it had queued (an unbounded
+simulator produces as fast as it can: on a busy machine flushing took more than 15 s)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,11 +149,14 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         if worker is not None:
             worker.stop()
         if sim is not None and sim.poll() is None:
-            sim.send_signal(signal.SIGINT)
+            sim.send_signal(signal.SIGINT)  # it stops producing and flushes what it queued
             try:
-                sim.wait(15)
+                sim.wait(SIM_STOP_GRACE_S)
             except subprocess.TimeoutExpired:
+                log.warning("the simulator was still flushing %.0fs after the stop: killed",
+                            SIM_STOP_GRACE_S)  # fmt: skip
                 sim.kill()
+                sim.wait()
         final = offsets.read()
         offsets.close()
         if server is not None:
