@@ -327,10 +327,10 @@ class TransactionalWorker:
         broker to wait while a transaction that commits offsets of the group is open, e.g. one
         a killed previous owner left, which the broker aborts after `transaction.timeout.ms`),
         or, if they are still pending after STABLE_OFFSETS_WAIT_S, the last committed ones.
-        After a broker restart the group once kept offsets pending for good: an aborted
-        producer's offset commit that reached the group after the abort (the hanging
-        transactions of KIP-890) is resolved only by the next transaction of the same
-        producer id, which could never start while the worker waited for it."""
+        After a broker restart the group's offsets once stayed pending for good, probably an
+        aborted producer's offset commit that reached the group after the abort (the hanging
+        transactions KIP-890 is about): such a commit is resolved only by the next transaction
+        of the same producer id, which could never start while the worker waited for it."""
         try:
             return _retrying(
                 lambda: self.consumer.committed(tps, timeout=STABLE_OFFSETS_WAIT_S),
