@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -190,6 +191,10 @@ def _warn_past_retention(settings: Any, start_ms: int) -> None:
 
 def run_from_args(args: argparse.Namespace, settings: Any) -> int:
     """Run `fundwatch simulate`; returns the exit code."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background by a shell or a parent that ignores SIGINT: Ctrl-C and
+        # `fundwatch run`'s stop must still end the run cleanly (flush, then exit)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from streams.simulator.output import (
         DeliveryError,
         Progress,

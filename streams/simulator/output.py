@@ -23,6 +23,10 @@ from streams.simulator.events import EVENT_TOPICS, SCHEMAS, SIM_LABELS, SimRecor
 
 log = logging.getLogger(__name__)
 
+QUEUED_MAX = 50_000
+"""Records the simulator may have queued but not yet delivered. An unbounded simulator runs
+ahead of the broker; on a stop it delivers what it queued before it exits, which took over a
+minute with the client's 500,000 on a busy machine (`fundwatch run`'s stop gave up on it)."""
 UNCONFIRMED_ROUNDS = 3
 """How many times records acknowledged without an offset are produced again. librdkafka's
 idempotent producer reports a retried batch that the broker answers with "duplicate sequence"
@@ -227,7 +231,7 @@ def produce_to_kafka(
 
     codec = Codec.default()
     topic_names = {name: getattr(settings.topics, name).name for name in SCHEMAS}
-    producer = make_producer(settings)
+    producer = make_producer(settings, **{"queue.buffering.max.messages": QUEUED_MAX})
     heartbeat = _Heartbeat(producer, codec, [topic_names[t] for t in EVENT_TOPICS], heartbeat_ms)
     summary = Summary()
     failures: list[str] = []

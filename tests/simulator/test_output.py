@@ -278,7 +278,7 @@ def test_records_acknowledged_without_an_offset_are_produced_again(monkeypatch, 
     from streams.kafka import clients
 
     fake = DuplicateAnsweringProducer(no_offset=3)
-    monkeypatch.setattr(clients, "make_producer", lambda settings: fake)
+    monkeypatch.setattr(clients, "make_producer", lambda settings, **overrides: fake)
     records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
     events = [r for r in records if r.topic != "sim_labels"][:50]
     summary = produce_to_kafka(Settings(), events, heartbeat_ms=None)
@@ -291,7 +291,7 @@ def test_records_never_confirmed_fail_the_run(monkeypatch):
     from streams.kafka import clients
 
     fake = DuplicateAnsweringProducer(no_offset=10**6)  # never an offset
-    monkeypatch.setattr(clients, "make_producer", lambda settings: fake)
+    monkeypatch.setattr(clients, "make_producer", lambda settings, **overrides: fake)
     records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
     events = [r for r in records if r.topic != "sim_labels"][:5]
     with pytest.raises(DeliveryError, match="did not acknowledge 5 record"):
@@ -335,9 +335,9 @@ def test_a_paced_stream_promises_progress_on_the_wall_clock_too(monkeypatch):
     records = list(Simulation(SimConfig(preset="tiny", seed=7, start_ms=START, days=1)).records())
     events = [r for r in records if r.topic != "sim_labels"][:60]
     paced, bulk = RecordingProducer(), RecordingProducer()
-    monkeypatch.setattr(clients, "make_producer", lambda settings: paced)
+    monkeypatch.setattr(clients, "make_producer", lambda settings, **overrides: paced)
     produce_to_kafka(Settings(), events, rate=300.0)  # 0.2 s: about 4 wall-clock promises
-    monkeypatch.setattr(clients, "make_producer", lambda settings: bulk)
+    monkeypatch.setattr(clients, "make_producer", lambda settings, **overrides: bulk)
     produce_to_kafka(Settings(), events)
     extra = len(_watermarks(paced.log)) - len(_watermarks(bulk.log))
     assert extra >= 2 * 3 * 2  # at least two promises to 3 topics x 2 partitions
