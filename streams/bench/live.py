@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Message, TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaException, Message, TopicPartition
 
 from schemas.codec import CodecError
 from streams.bench.latency import LatencyReport, SeenAlert, join_latencies
 from streams.bench.workload import BenchTopics, Workload
 from streams.config import Settings
+from streams.kafka.clients import make_offsets_reader
 from streams.run import Offsets
 from streams.simulator import SimRecord
 from streams.simulator.events import SIM_LABELS
@@ -158,8 +159,7 @@ class CommitMonitor(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
-        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id,
-                             "isolation.level": "read_uncommitted"})  # fmt: skip
+        consumer = make_offsets_reader(s, s.worker_app_id)
         try:
             names = [getattr(s.topics, r).name for r in INPUT_ROLES]
             meta = consumer.list_topics(timeout=10)

@@ -45,6 +45,21 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     return Consumer(conf)
 
 
+def make_offsets_reader(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A client of `group_id` that only reads its committed offsets, as they stand: a
+    read_committed reader (librdkafka's default) waits while a transaction keeps some of them
+    pending, which once lasted for good after a broker restart (`docs/worker.md`). It never
+    subscribes, so it never joins the group."""
+    conf = {
+        **settings.kafka_common(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "isolation.level": "read_uncommitted",
+        **overrides,
+    }
+    return Consumer(conf)
+
+
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     """An admin client (topics, offsets, metadata)."""
     return AdminClient({**settings.kafka_common(), **overrides})

@@ -185,8 +185,9 @@ def probe(info: dict[str, Any], timeout: float) -> Component:
 
 def group_lags(settings: Settings, timeout: float) -> tuple[list[GroupLag], str | None]:
     """Committed vs end offsets of the worker and sink groups, per topic; (rows, error)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
+    from streams.kafka.clients import make_offsets_reader
     from streams.sink.service import SINK_ROLES
     from streams.worker.routing import SOURCE_ROLES
 
@@ -196,15 +197,8 @@ def group_lags(settings: Settings, timeout: float) -> tuple[list[GroupLag], str 
     }
     rows: list[GroupLag] = []
     for group, names in groups.items():
-        consumer = Consumer(
-            {
-                **settings.kafka_common(),
-                "group.id": group,
-                "enable.auto.commit": False,
-                # committed offsets as they stand, not waiting for a transaction's pending ones
-                "isolation.level": "read_uncommitted",
-                "socket.timeout.ms": max(1000, int(timeout * 1000)),
-            }
+        consumer = make_offsets_reader(
+            settings, group, **{"socket.timeout.ms": max(1000, int(timeout * 1000))}
         )
         try:
             metadata = consumer.list_topics(timeout=timeout)

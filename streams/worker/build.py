@@ -1,5 +1,6 @@
 """The worker's BatchProcessor as both engines (and the backtest's reference data) build it:
-the configured rule set, the hourly aggregator, the reference registry, the wall clock."""
+the configured rule set, the hourly aggregator, the reference registry, the wall clock; and the
+collector thresholds of every process that judges events (`tune_gc`)."""
 
 from __future__ import annotations
 

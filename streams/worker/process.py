@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streams.config import Settings
+from streams.kafka.clients import make_offsets_reader
 from streams.worker.routing import SOURCE_ROLES
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,7 @@ class WorkerProcess:
         """(`topic[partition]`, committed offset, end offset) of every source partition."""
         s = self.settings
         names = [getattr(s.topics, role).name for role in SOURCE_ROLES]
-        # the offsets as they stand: read_committed would wait while a transaction holds some
-        consumer = Consumer({**s.kafka_common(), "group.id": s.worker_app_id,
-                             "isolation.level": "read_uncommitted"})  # fmt: skip
+        consumer = make_offsets_reader(s, s.worker_app_id)
         try:
             metadata = consumer.list_topics(timeout=10)
             tps = [

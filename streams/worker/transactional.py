@@ -40,6 +40,7 @@ from confluent_kafka import (
 )
 
 from streams.config import Settings, TopicSpec
+from streams.kafka.clients import make_offsets_reader
 from streams.worker.build import build_processor
 from streams.worker.processor import (
     ORIGIN_HEADER,
@@ -184,16 +185,10 @@ class TransactionalWorker:
                 "heartbeat.interval.ms": int(settings.worker_heartbeat_interval_s * 1000),
             }
         )
-        # the same group's committed offsets without waiting for pending ones (`_committed`);
-        # it never subscribes, so it never joins the group
-        self._offsets_reader = Consumer(
-            {
-                **common,
-                "group.id": settings.worker_app_id,
-                "client.id": f"{settings.worker_app_id}-{name}-offsets",
-                "enable.auto.commit": False,
-                "isolation.level": "read_uncommitted",
-            }
+        # the group's committed offsets without waiting for pending ones (`_committed`)
+        client_id = f"{settings.worker_app_id}-{name}-offsets"
+        self._offsets_reader = make_offsets_reader(
+            settings, settings.worker_app_id, **{"client.id": client_id}
         )
         self.producer = self._new_producer()
 
