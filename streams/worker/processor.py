@@ -225,14 +225,14 @@ class CachedState:
 
     def drain(self) -> Iterator[tuple[str, State | None]]:
         """(table key, state or None to delete) of every key changed since the last drain."""
-        cache, partition = self._cache, self.partition
+        cache, table_key = self._cache, self._key
         for k in self._dirty:
             state = cache[k]
             if state is _DELETED:
                 del cache[k]  # nothing to keep in memory for a deleted key
-                yield f"{partition}|{k[0]}|{k[1]}", None
+                yield table_key(*k), None
             else:
-                yield f"{partition}|{k[0]}|{k[1]}", state
+                yield table_key(*k), state
         self._dirty.clear()
 
     def cached_keys(self) -> int:
@@ -559,8 +559,8 @@ class BatchProcessor:
         self.stats.batches += 1
         ordered = self._in_offset_order(records, batch) if self.start_offset else records
         # the loop runs per record: its lookups are made once per batch
-        stores, read, buffers, held_offsets = (
-            self.stores, self.stats.read, self.buffers, self._held_offsets
+        stores, read, buffer_of, held_offsets = (
+            self.stores, self.stats.read, self._buffer, self._held_offsets
         )  # fmt: skip
         batch_partitions, forwarded_roles, seq = (
             self._batch_partitions, self._forwarded_roles, self._seq
@@ -623,12 +623,8 @@ class BatchProcessor:
             offsets.add(rec.offset)
             order = (event["event_time"], event["_topic"], event["event_id"])
             for stage in stages:
-                where = (stage, rec.partition)
-                buf = buffers.get(where)
-                if buf is None:
-                    buf = buffers[where] = []
-                heappush(buf, (order, next(seq), held))
-                touched.add(where)
+                heappush(buffer_of(stage, rec.partition), (order, next(seq), held))
+                touched.add((stage, rec.partition))
         for stage, partition in sorted(touched):
             self._release(stage, partition, batch)
         batch.out.extend(self.forward_watermarks())
