@@ -37,6 +37,7 @@ from streams.sink.rows import Lineage, alert_rows
 from streams.store.client import Store
 from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES, partition_of
+from streams.worker.state_table import make_state_table
 
 log = logging.getLogger(__name__)
 Source = Literal["kafka", "clickhouse"]
@@ -175,7 +176,7 @@ class Replica:
     def __init__(
         self, rules: RuleConfig, registry: Registry, settings: Settings, partitions: int, now: int
     ) -> None:
-        self.table: dict[str, Any] = {}
+        self.table = make_state_table(settings)  # as the worker keeps it
         self.proc = BatchProcessor(
             rules.build(registry),
             self.table,

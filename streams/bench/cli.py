@@ -170,10 +170,10 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             if k
         ]
         person = state.stages.get("person")
-        result["bytes_per_person"] = person.bytes_per_entity if person else None
+        result["bytes_per_person_objects"] = person.bytes_per_entity if person else None
         result["json_bytes_per_person"] = person.json_per_entity if person else None
         result["state_rss_delta_bytes"] = det.rss_delta_bytes
-        say(f"state: {result['bytes_per_person'] or 0:,.0f} B resident per tracked person")
+        say(f"state as objects: {person.bytes_per_entity if person else 0:,.0f} B per person")
         immediate = det.immediate
         det.detector_set = None  # free the state before the next phases
 
@@ -194,6 +194,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             f"worker logic in-process: {proc.eps:,.0f} ev/s, "
             f"{proc.changelog_bytes_per_event:,.0f} changelog B/event"
         )
+        _packed_phase(raw, workload.registry, settings, proc, result, say)
 
         engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
         result["replay_eps"] = engine.eps
@@ -253,6 +254,60 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     result["loadavg_end"] = _loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _packed_phase(
+    raw: list[Any],
+    registry: Any,
+    settings: Settings,
+    objects: Any,
+    result: dict[str, Any],
+    say: Any,
+) -> None:
+    """The worker logic again over a `PackedTable` (`worker_state=packed`): its speed, its
+    alerts (they must equal the objects run's) and what it holds per tracked person.
+    `bytes_per_person` is the figure of the state mode the settings configure."""
+    from streams.bench import inprocess as ip
+    from streams.worker.state_table import PackedTable
+
+    hot = settings.worker_state_hot_groups
+    packed = ip.run_processor(
+        raw,
+        registry,
+        settings.worker_batch_size,
+        settings.topics.settlement.partitions,
+        PackedTable(hot),
+    )
+    stages = packed.state or {}
+    person = stages.get("person")
+    result["packed"] = {
+        "hot_groups": hot,
+        "processor_eps": packed.eps,
+        "processor_cpu_s": packed.cpu_s,
+        "cpu_vs_objects": packed.cpu_s / objects.cpu_s if objects.cpu_s else None,
+        "alerts_match": packed.alerts_by_detector == objects.alerts_by_detector,
+        "loads_per_event": packed.loads / packed.events if packed.events else None,
+        "packs_per_event": packed.packs / packed.events if packed.events else None,
+        "blob_bytes_per_person": person.json_per_entity if person else None,
+        "state": {
+            s.stage: {
+                "entities": s.entities,
+                "keys": s.keys,
+                "resident_bytes": s.resident_bytes,
+                "blob_bytes": s.json_bytes,
+                "resident_bytes_per_entity": s.bytes_per_entity,
+            }
+            for s in stages.values()
+        },
+    }
+    result["bytes_per_person_packed"] = person.bytes_per_entity if person else None
+    result["state_mode"] = settings.worker_state
+    result["bytes_per_person"] = result[f"bytes_per_person_{settings.worker_state}"]
+    say(
+        f"worker logic, packed state ({hot} hot groups): {packed.eps:,.0f} ev/s, "
+        f"{result['bytes_per_person_packed'] or 0:,.0f} B per person"
+        + ("" if result["packed"]["alerts_match"] else " [bold red]ALERTS DIFFER[/bold red]")
+    )
 
 
 def _live_phases(

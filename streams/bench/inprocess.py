@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from models.reference import Registry
 from models.runner import DetectorSet, InMemoryStateStore, default_detectors
 from schemas.codec import Codec, CodecError
 from streams.config import Settings
-from streams.worker.processor import BatchProcessor, SourceRecord, encode_state
+from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import (
     INPUT_ROLES,
     REPARTITION_ROLES,
@@ -31,6 +31,7 @@ from streams.worker.routing import (
     TOPIC_OF_SCHEMA,
     partition_of,
 )
+from streams.worker.state_table import PackedTable, encode_state
 
 Event = dict[str, Any]
 
@@ -349,6 +350,39 @@ def measure_state(store: InMemoryStateStore) -> StateResult:
     return StateResult(stages, detectors)
 
 
+def measure_packed(table: PackedTable) -> dict[str, StageState]:
+    """What the worker's `PackedTable` holds in memory, per stage: each group's key and blob,
+    its share of the table's dicts, and the decoded content of the groups in the hot set (deep);
+    entity = the state key up to its first `|` (a person kept in two partitions counts once).
+    `json_bytes` is the packed (compressed) size of the blobs."""
+    stages: dict[str, StageState] = {}
+    entities: dict[str, set[str]] = {}
+    keys: dict[str, int] = {}
+    groups = table.groups() or 1
+    per_slot = (sys.getsizeof(table._cold) + sys.getsizeof(table._hot)) / groups
+    for g, blob, hot in table.packed():
+        content = hot if hot is not None else table._peek(g)
+        if not content:
+            continue
+        first = next(iter(content))
+        _, did, key = first.split("|", 2)
+        stage = STAGE_OF_DETECTOR.get(did, "other")
+        st = stages.setdefault(stage, StageState(stage, 0, 0, 0, 0))
+        size = sys.getsizeof(g) + per_slot
+        if blob is not None:
+            size += sys.getsizeof(blob)
+            st.json_bytes += len(blob)
+        if hot is not None:
+            size += deep_size(hot)
+        st.resident_bytes += int(size)
+        entities.setdefault(stage, set()).add(key.split("|", 1)[0])
+        keys[stage] = keys.get(stage, 0) + len(content)
+    for stage, st in stages.items():
+        st.entities = len(entities.get(stage, ()))
+        st.keys = keys.get(stage, 0)
+    return stages
+
+
 def rss_bytes() -> int:
     """Resident set size of this process (Linux /proc), 0 elsewhere."""
     try:
@@ -371,6 +405,9 @@ class ProcessorResult:
     alerts: int
     alerts_by_detector: dict[str, int] = field(default_factory=dict)
     cpu_s: float = 0.0
+    state: dict[str, StageState] | None = None  # a packed table's, per stage
+    loads: int = 0  # a packed table's groups decoded again, and encoded
+    packs: int = 0
 
     @property
     def eps(self) -> float:
@@ -382,13 +419,18 @@ class ProcessorResult:
 
 
 def run_processor(
-    raw: list[SourceRecord], registry: Registry, batch_size: int = 2000, partitions: int = 4
+    raw: list[SourceRecord],
+    registry: Registry,
+    batch_size: int = 2000,
+    partitions: int = 4,
+    table: MutableMapping[str, Any] | None = None,
 ) -> ProcessorResult:
     """`BatchProcessor` as the worker drives it, without Kafka or faust: batches of input
     records, the repartitioned records fed back in the next batch, and the changed states
-    written to a dict table as JSON after each batch, encoded as the transactional worker
-    encodes them (`encode_state`; their size is the changelog traffic)."""
-    table: dict[str, Any] = {}
+    written to the table (a dict, or the `PackedTable` given) after each batch, encoded as
+    the transactional worker encodes them (`encode_state`; their size is the changelog
+    traffic). A packed table's state figures are measured at the end (`ProcessorResult.state`)."""
+    table = table if table is not None else {}
     proc = BatchProcessor(all_detectors(registry), table, partitions=partitions)
     offsets: dict[tuple[str, int], int] = {}
     feedback: list[SourceRecord] = []
@@ -434,9 +476,13 @@ def run_processor(
     gc.unfreeze()
     events = sum(proc.stats.processed[r] for r in INPUT_ROLES)
     alerts = sum(proc.stats.alerts.values())
-    return ProcessorResult(
+    result = ProcessorResult(
         events, proc.stats.batches, elapsed, written, writes, alerts, dict(proc.stats.alerts), cpu
     )
+    if isinstance(table, PackedTable):
+        result.state = measure_packed(table)
+        result.loads, result.packs = table.loads, table.packs
+    return result
 
 
 # -- the backtest engine ----------------------------------------------------------------------

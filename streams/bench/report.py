@@ -100,11 +100,28 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
         "",
         result.get("latency_note", ""),
     )
+    packed = result.get("packed") or {}
     main.add_row(
         "state / person",
         f"{_num(result.get('bytes_per_person'))} B",
         "",
+        f"worker_state={result.get('state_mode', 'objects')}: the figure of the configured mode",
+    )
+    main.add_row(
+        "  as objects",
+        f"{_num(result.get('bytes_per_person_objects'))} B",
+        "",
         f"resident Python objects; JSON (changelog) {_num(result.get('json_bytes_per_person'))} B",
+    )
+    main.add_row(
+        "  packed",
+        f"{_num(result.get('bytes_per_person_packed'))} B",
+        "",
+        f"PackedTable, {packed.get('hot_groups', '?')} hot groups: blob "
+        f"{_num(packed.get('blob_bytes_per_person'))} B; worker logic "
+        f"{_num(packed.get('processor_eps'))} ev/s, "
+        f"{_num(packed.get('cpu_vs_objects'), '{:.2f}')}x the CPU, alerts "
+        f"{'equal' if packed.get('alerts_match') else 'DIFFER'}",
     )
     main.add_row(
         "changelog / event",
@@ -122,16 +139,23 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
         det.add_row(row["id"], f"{row['us_per_event']:.2f}", f"{row['share']:.0%}")
     console.print(det)
 
-    st = Table(title="detector state per stage (at the end of the run, before the final flush)")
-    for col in ("stage", "entities", "keys", "resident B/entity", "JSON B/entity"):
+    st = Table(
+        title="detector state per stage: as objects (detectors, before the final flush) and "
+        "packed (the worker logic's table at its end)"
+    )
+    columns = ("stage", "entities", "keys", "objects B/entity", "JSON B/entity", "packed B/entity")
+    for col in columns:
         st.add_column(col, justify="right" if col != "stage" else "left")
+    packed_state = packed.get("state", {})
     for name, s in result.get("state", {}).items():
+        p = packed_state.get(name)
         st.add_row(
             name,
             f"{s['entities']:,}",
             f"{s['keys']:,}",
             f"{s['resident_bytes_per_entity']:,.0f}",
             f"{s['json_bytes_per_entity']:,.0f}",
+            f"{p['resident_bytes_per_entity']:,.0f}" if p else "-",
         )
     console.print(st)
 

@@ -21,7 +21,6 @@ restored frontier from passing a held record before it is read again.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
@@ -29,8 +28,6 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
-
-import orjson
 
 from models.alerts import Alert
 from models.detector import SETTLEMENT, Detector, State
@@ -47,6 +44,7 @@ from streams.worker.routing import (
     detectors_by_stage,
     repartition_keys,
 )
+from streams.worker.state_table import PackedTable
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +64,6 @@ DEDUP_HORIZON_MS = 60 * 60_000
 the same event (a producer's retry) instead of judging it twice. Kept in memory only: a
 duplicate whose two copies straddle a restart is judged twice (the rule detectors' windows
 ignore it; counting models may count it twice)."""
-
-
-_ORJSON_STRICT = (
-    orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-
-
-def encode_state(state: State) -> bytes:
-    """A state as the changelog stores it: compact JSON (UTF-8), read back with `json.loads`.
-
-    orjson writes it about 10× faster than `json.dumps`, and for what it accepts here (str keys,
-    ints within 64 bits, finite floats, strings, lists, tuples, dicts, booleans, None) `json.loads`
-    reads back exactly what it reads from `json.dumps(state, separators=(",", ":"))`: both write
-    the shortest float text that round-trips; orjson writes non-ASCII as UTF-8, not as \\u
-    escapes. Everything else goes to `json.dumps` as before: orjson writes NaN and ±inf as
-    null (json.dumps: NaN, Infinity), so an output with a null in it is written again by
-    json.dumps; orjson refuses a non-str key, an int beyond 64 bits, a subclass of str/int/dict/
-    list, a dataclass or a datetime (the passthrough options), and json.dumps then writes or
-    rejects it as it always did. (A UUID or a plain Enum, which json.dumps rejects and the
-    state contract excludes, orjson would write as its value.)"""
-    try:
-        out = orjson.dumps(state, option=_ORJSON_STRICT)
-    except TypeError:  # orjson.JSONEncodeError
-        pass
-    else:
-        if b"null" not in out:
-            return out
-    return json.dumps(state, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
@@ -193,13 +161,18 @@ class WorkerStats:
 
 
 class CachedState:
-    """StateStore for one partition: a write-back cache over the shared state table."""
+    """StateStore for one partition: a write-back cache over the shared state table.
 
-    __slots__ = ("_cache", "_dirty", "partition", "table")
+    Over a `PackedTable` the cache lasts one batch (`per_batch`): the table keeps the recently
+    used groups decoded itself, and everything else compact. Over a dict or a faust table it
+    keeps every state it has read (a faust table would decode each read again)."""
+
+    __slots__ = ("_cache", "_dirty", "partition", "per_batch", "table")
 
     def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
         self.table = table
         self.partition = partition
+        self.per_batch = isinstance(table, PackedTable)
         self._cache: dict[tuple[str, str], Any] = {}
         self._dirty: set[tuple[str, str]] = set()
 
@@ -234,6 +207,8 @@ class CachedState:
             else:
                 yield table_key(*k), state
         self._dirty.clear()
+        if self.per_batch:
+            cache.clear()
 
     def cached_keys(self) -> int:
         return len(self._cache)
@@ -327,7 +302,9 @@ class BatchProcessor:
         restored = 0
         entries: dict[str, list[tuple[str, str, State]]] = {s: [] for s in sets}
         stage_of = {det.id: stage for stage, dets in self.stages.items() for det in dets}
-        for table_key, state in self.table.items():
+        packed = isinstance(self.table, PackedTable)
+        items = self.table.partition_items(partition) if packed else self.table.items()
+        for table_key, state in items:
             if not table_key.startswith(prefix) or state is None:
                 continue
             _, did, key = table_key.split("|", 2)
@@ -337,7 +314,8 @@ class BatchProcessor:
             stage = stage_of.get(did)
             if stage is None:
                 continue
-            store.preload(did, key, state)
+            if not packed:  # a packed table is read again as the batches need it
+                store.preload(did, key, state)
             entries[stage].append((did, key, state))
             restored += 1
         for stage, items in entries.items():

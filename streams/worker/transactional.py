@@ -26,7 +26,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -47,11 +47,11 @@ from streams.worker.processor import (
     Batch,
     OutRecord,
     SourceRecord,
-    encode_state,
     origin_header,
     parse_origin,
 )
 from streams.worker.routing import SOURCE_ROLES
+from streams.worker.state_table import PackedTable, encode_state, make_state_table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,7 +95,7 @@ def changelog_spec(settings: Settings) -> TopicSpec:
 
 
 def restore_states(
-    settings: Settings, topic: str, partitions: set[int], table: dict[str, Any]
+    settings: Settings, topic: str, partitions: set[int], table: MutableMapping[str, Any]
 ) -> int:
     """Read the committed states of `partitions` from the changelog into `table`; returns the
     number of records read."""
@@ -141,7 +141,10 @@ def restore_states(
     return records
 
 
-def drop_states(table: dict[str, Any], partition: int) -> None:
+def drop_states(table: MutableMapping[str, Any], partition: int) -> None:
+    if isinstance(table, PackedTable):
+        table.drop_partition(partition)
+        return
     prefix = f"{partition}|"
     for key in [k for k in table if k.startswith(prefix)]:
         del table[key]
@@ -157,7 +160,7 @@ class TransactionalWorker:
         self.role_of = {getattr(topics, role).name: role for role in SOURCE_ROLES}
         self.out_names = {role: getattr(topics, role).name for role in OUTPUT_ROLES}
         self.changelog = changelog_spec(settings).name
-        self.table: dict[str, Any] = {}
+        self.table = make_state_table(settings)  # docs/worker.md, "State in memory"
         self.start_offsets: dict[tuple[str, int], int] = {}
         self.owned: set[int] = set()
         self.committed: dict[tuple[str, int], int] = {}  # by this process, for the lag

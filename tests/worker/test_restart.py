@@ -171,12 +171,19 @@ def deliver(batch: Any, proc: BatchProcessor, log: Log, table: MutableMapping[st
 
 
 def run(
-    log: Log, crash_after: set[int], *, before_state: bool = False, per_partition: int = 40
+    log: Log,
+    crash_after: set[int],
+    *,
+    before_state: bool = False,
+    per_partition: int = 40,
+    table: MutableMapping[str, Any] | None = None,
 ) -> tuple[set[str], int]:
     """Run to the end, crashing after the given batch numbers: after the batch's outputs and
     state are written (a stop), or `before_state` (a kill between the sends and the state
-    write). Returns the alert ids and the number of records judged, over all processors."""
-    table = SerializedTable()
+    write). Returns the alert ids and the number of records judged, over all processors.
+    `table`: the state table (a `SerializedTable` if none; an aliasing table such as a
+    `PackedTable` cannot model a kill `before_state`)."""
+    table = table if table is not None else SerializedTable()
     alerts: set[str] = set()
     judged = 0
     proc, consumer = new_processor(table), Consumer(log, {})

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.worker.processor import encode_state
+from streams.worker.state_table import encode_state
 
 
 def _old(state: Any) -> bytes:

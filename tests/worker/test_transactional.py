@@ -168,9 +168,12 @@ def _progress(run: WorkerRun) -> tuple[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("state", ["objects", "packed"])
 def test_an_aborted_batch_is_read_again_and_its_outputs_appear_once(
-    kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory, state: str
 ) -> None:
+    """Also with the packed state table (a hot set of 8 groups): after each abort the worker
+    drops its partitions' states from the table and restores them from the changelog."""
     tmp = tmp_path_factory.mktemp("txn-abort")
     world = make_world(kafka_settings, tmp, 3, seed=5)
     produce_to_kafka(world.settings, iter(world.records))
@@ -181,6 +184,9 @@ def test_an_aborted_batch_is_read_again_and_its_outputs_appear_once(
     assert expected
 
     flaky_run = WorkerRun(world.settings, world.inputs, tmp, "flaky")
+    flaky_run.settings = flaky_run.settings.model_copy(
+        update={"worker_state": state, "worker_state_hot_groups": 8}
+    )
     flaky = _run_in_thread(flaky_run, world, {2, 4, 5})
     assert flaky.failed == 3
     got = flaky_run.alerts()  # read_committed: the aborted batches' alerts are not there
