@@ -268,7 +268,7 @@ def _packed_phase(
     alerts (they must equal the objects run's) and what it holds per tracked person.
     `bytes_per_person` is the figure of the state mode the settings configure."""
     from streams.bench import inprocess as ip
-    from streams.worker.state_table import PackedTable
+    from streams.worker.state_table import make_state_table
 
     hot = settings.worker_state_hot_groups
     packed = ip.run_processor(
@@ -276,7 +276,7 @@ def _packed_phase(
         registry,
         settings.worker_batch_size,
         settings.topics.settlement.partitions,
-        PackedTable(hot),
+        make_state_table(settings.model_copy(update={"worker_state": "packed"})),
     )
     stages = packed.state or {}
     person = stages.get("person")

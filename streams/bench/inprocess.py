@@ -353,8 +353,9 @@ def measure_state(store: InMemoryStateStore) -> StateResult:
 def measure_packed(table: PackedTable) -> dict[str, StageState]:
     """What the worker's `PackedTable` holds in memory, per stage: each group's key and blob,
     its share of the table's dicts, and the decoded content of the groups in the hot set (deep);
-    entity = the state key up to its first `|` (a person kept in two partitions counts once).
-    `json_bytes` is the packed (compressed) size of the blobs."""
+    the keys kept plain as objects (deep); entity = the state key up to its first `|` (a person
+    kept in two partitions counts once). `json_bytes` is the packed (compressed) size of the
+    blobs."""
     stages: dict[str, StageState] = {}
     entities: dict[str, set[str]] = {}
     keys: dict[str, int] = {}
@@ -377,6 +378,16 @@ def measure_packed(table: PackedTable) -> dict[str, StageState]:
         st.resident_bytes += int(size)
         entities.setdefault(stage, set()).add(key.split("|", 1)[0])
         keys[stage] = keys.get(stage, 0) + len(content)
+    seen: set[int] = set()
+    plain = table.plain()
+    per_plain = sys.getsizeof(plain) / len(plain) if plain else 0
+    for table_key, state in plain.items():  # the stages kept plain, as objects
+        _, did, key = table_key.split("|", 2)
+        stage = STAGE_OF_DETECTOR.get(did, "other")
+        st = stages.setdefault(stage, StageState(stage, 0, 0, 0, 0))
+        st.resident_bytes += int(deep_size(table_key, seen) + deep_size(state, seen) + per_plain)
+        entities.setdefault(stage, set()).add(key.split("|", 1)[0])
+        keys[stage] = keys.get(stage, 0) + 1
     for stage, st in stages.items():
         st.entities = len(entities.get(stage, ()))
         st.keys = keys.get(stage, 0)

@@ -118,6 +118,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "FUNDWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "FUNDWATCH_WORKER_APP_ID": settings.worker_app_id,
             "FUNDWATCH_DATA_DIR": str(settings.data_dir),
+            "FUNDWATCH_WORKER_STATE": settings.worker_state,
+            "FUNDWATCH_WORKER_STATE_HOT_GROUPS": str(settings.worker_state_hot_groups),
         }
     )
     for role in type(settings.topics).model_fields:

@@ -44,7 +44,7 @@ from streams.worker.routing import (
     detectors_by_stage,
     repartition_keys,
 )
-from streams.worker.state_table import PackedTable
+from streams.worker.state_table import PROGRESS, PackedTable
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,11 @@ _DELETED = object()
 NEVER = -(2**62)
 FORWARDED_CACHE = 20_000
 """Decoded events of the latest forwarded records, by value bytes (see `_remember_forwarded`)."""
-PROGRESS = "__progress__"
 GAP_REWIND_S = 10.0
 """How often the consumer is asked again to read a gap that has not closed."""
 GAP_PATIENCE_S = 60.0
 """How long records past a gap in a source's offsets wait for the gap to be read (see
 `_in_offset_order`) before the gap is taken as final and they are judged."""
-"""Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 DEDUP_HORIZON_MS = 60 * 60_000
 """How far behind a stage's watermark an event id is remembered, to drop a second delivery of
 the same event (a producer's retry) instead of judging it twice. Kept in memory only: a

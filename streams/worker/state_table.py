@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Collection, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -31,6 +31,11 @@ from models.detector import State
 
 log = logging.getLogger(__name__)
 
+PACKED_STAGES = ("person", "trace")
+"""The stages `make_state_table` packs: their entities (persons, trace codes) grow with the
+population; the others' (institutions, doctors, peer groups) with the supply side."""
+PROGRESS = "__progress__"
+"""Table key part of a partition's checkpoint (`<partition>|__progress__|`)."""
 HOT_GROUPS = 256
 """Groups kept decoded (the least recently used is packed first); `worker_state_hot_groups`.
 A batch of 2,000 events touches some 3,000 groups: a group read again after it left the hot
@@ -97,30 +102,55 @@ def group_of(key: str) -> str:
 
 
 def make_state_table(settings: Any) -> MutableMapping[str, Any]:
-    """The worker's state table as `settings.worker_state` says: a dict or a `PackedTable`."""
-    if settings.worker_state == "packed":
-        return PackedTable(settings.worker_state_hot_groups)
-    return {}
+    """The worker's state table as `settings.worker_state` says: a dict, or a `PackedTable`
+    that packs the person and trace-code stages (PACKED_STAGES) and keeps the others plain."""
+    if settings.worker_state != "packed":
+        return {}
+    from streams.worker.routing import STAGE_OF_DETECTOR
+
+    plain = {did for did, stage in STAGE_OF_DETECTOR.items() if stage not in PACKED_STAGES}
+    return PackedTable(settings.worker_state_hot_groups, plain=plain | {PROGRESS})
 
 
 class PackedTable(MutableMapping[str, Any]):
-    """A `MutableMapping` of table keys to states, one compressed blob per entity group."""
+    """A `MutableMapping` of table keys to states, one compressed blob per entity group.
 
-    def __init__(self, hot_groups: int = HOT_GROUPS, train_samples: int = TRAIN_SAMPLES) -> None:
+    The keys of the detectors in `plain` (and of any key without two `|`) are kept as a plain
+    dict instead: the stages whose entities are few and busy (institutions, doctors, peer
+    groups: thousands in a city, touched by every other event) would be packed and unpacked
+    all the time for little memory."""
+
+    def __init__(
+        self,
+        hot_groups: int = HOT_GROUPS,
+        train_samples: int = TRAIN_SAMPLES,
+        plain: Collection[str] = (),
+    ) -> None:
         if hot_groups < 1:
             raise ValueError("hot_groups must be at least 1")
         self.hot_groups = hot_groups
         self.train_samples = train_samples
+        self._plain_ids = frozenset(plain)
+        self._plain: dict[str, Any] = {}  # the keys of the `plain` detectors
         self._cold: dict[str, bytes] = {}  # every group, as last packed (hot ones maybe stale)
         self._hot: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._dirty: set[str] = set()  # hot groups changed since they were last packed
-        self._count = 0  # keys
+        self._count = 0  # keys in groups
         self._samples: list[bytes] | None = []  # groups sampled for the next training
         self._sample_every = 1
         self._compress: Any = None
         self._decompress: Any = None
         self.loads = 0  # groups decoded from their blob (misses of the hot set)
         self.packs = 0  # groups encoded (changed, then pushed out of the hot set)
+
+    def _locate(self, key: str) -> str | None:
+        """The group of a key (`group_of`), or None for a key kept plain."""
+        i = key.find("|")
+        j = key.find("|", i + 1) if i >= 0 else -1
+        if j < 0 or key[i + 1 : j] in self._plain_ids:
+            return None
+        e = key.find("|", j + 1)
+        return key[:i] + (key[j:e] if e >= 0 else key[j:])
 
     # -- groups ------------------------------------------------------------------------------
     def _group(self, g: str) -> dict[str, Any] | None:
@@ -209,20 +239,29 @@ class PackedTable(MutableMapping[str, Any]):
 
     # -- MutableMapping ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
-        inner = self._group(group_of(key))
+        g = self._locate(key)
+        if g is None:
+            return self._plain[key]
+        inner = self._group(g)
         if inner is None:
             raise KeyError(key)
         return inner[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        inner = self._group(group_of(key))
+        g = self._locate(key)
+        if g is None:
+            return self._plain.get(key, default)
+        inner = self._group(g)
         return default if inner is None else inner.get(key, default)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
 
     def __setitem__(self, key: str, state: Any) -> None:
-        g = group_of(key)
+        g = self._locate(key)
+        if g is None:
+            self._plain[key] = state
+            return
         inner = self._group(g)
         if inner is None:
             inner = self._hot[g] = {}
@@ -234,7 +273,10 @@ class PackedTable(MutableMapping[str, Any]):
         self._dirty.add(g)
 
     def __delitem__(self, key: str) -> None:
-        g = group_of(key)
+        g = self._locate(key)
+        if g is None:
+            del self._plain[key]
+            return
         inner = self._group(g)
         if inner is None or key not in inner:
             raise KeyError(key)
@@ -264,16 +306,19 @@ class PackedTable(MutableMapping[str, Any]):
         return [*self._cold, *(g for g in self._hot if g not in self._cold)]
 
     def __iter__(self) -> Iterator[str]:
+        yield from list(self._plain)
         for g in self._groups():
             yield from list(self._peek(g))
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        yield from list(self._plain.items())
         for g in self._groups():
             yield from list(self._peek(g).items())
 
     def partition_items(self, partition: int) -> Iterator[tuple[str, Any]]:
         """(key, state) of one partition's keys, without touching the hot set."""
         prefix = f"{partition}|"
+        yield from [(k, v) for k, v in self._plain.items() if k.startswith(prefix)]
         for g in self._groups():
             if g.startswith(prefix):
                 yield from list(self._peek(g).items())
@@ -281,15 +326,18 @@ class PackedTable(MutableMapping[str, Any]):
     def drop_partition(self, partition: int) -> int:
         """Forget every key of a partition; returns how many there were."""
         prefix = f"{partition}|"
+        plain = [k for k in self._plain if k.startswith(prefix)]
+        for k in plain:
+            del self._plain[k]
         dropped = 0
         for g in [g for g in self._groups() if g.startswith(prefix)]:
             dropped += len(self._peek(g))
             self._forget(g)
         self._count -= dropped
-        return dropped
+        return dropped + len(plain)
 
     def __len__(self) -> int:
-        return self._count
+        return self._count + len(self._plain)
 
     # -- size --------------------------------------------------------------------------------
     def groups(self) -> int:
@@ -300,6 +348,10 @@ class PackedTable(MutableMapping[str, Any]):
         table holds in memory, for the benchmark's state figures."""
         for g in self._groups():
             yield g, self._cold.get(g), self._hot.get(g)
+
+    def plain(self) -> dict[str, Any]:
+        """The keys kept plain, as they are held."""
+        return self._plain
 
 
 _MISSING = object()

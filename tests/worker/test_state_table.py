@@ -50,9 +50,12 @@ OPS = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=OPS, hot=st.integers(1, 4), train=st.integers(2, 12))
-def test_a_packed_table_behaves_as_a_dict(ops: list[Any], hot: int, train: int) -> None:
-    table = PackedTable(hot_groups=hot, train_samples=train)
+@given(ops=OPS, hot=st.integers(1, 4), train=st.integers(2, 12), plain=st.sets(st.just("b")))
+def test_a_packed_table_behaves_as_a_dict(
+    ops: list[Any], hot: int, train: int, plain: set[str]
+) -> None:
+    """Also with detector "b" kept plain."""
+    table = PackedTable(hot_groups=hot, train_samples=train, plain=plain)
     model: dict[str, Any] = {}
     for op, key, value in ops:
         if op == "set":
@@ -118,6 +121,11 @@ def test_the_settings_choose_the_table() -> None:
     assert make_state_table(Settings(worker_state="objects")) == {}
     packed = make_state_table(Settings(worker_state="packed", worker_state_hot_groups=7))
     assert isinstance(packed, PackedTable) and packed.hot_groups == 7
+    packed["0|licence_lending|D1"] = {"n": 1}  # the doctor stage: kept plain
+    packed["0|__progress__|"] = {"src": {}}
+    packed["0|drug_over_supply|P1"] = {"n": 2}  # the person stage: packed
+    assert set(packed.plain()) == {"0|licence_lending|D1", "0|__progress__|"}
+    assert [g for g, _, _ in packed.packed()] == ["0|P1"]
     with pytest.raises(ValueError):
         PackedTable(hot_groups=0)
 
@@ -140,13 +148,24 @@ def _copy(log: restart.Log) -> restart.Log:
     return restart.Log(records=records)
 
 
-@pytest.mark.parametrize("crashes", [set(), {7}, {3, 20}], ids=str)
+@pytest.mark.parametrize(
+    ("crashes", "policy"),
+    [(set(), "all"), ({7}, "all"), ({3, 20}, "stages"), (set(), "stages")],
+    ids=str,
+)
 def test_the_processor_over_a_packed_table_raises_the_same_alerts(
-    log: restart.Log, reference: tuple[set[str], int], crashes: set[int]
+    log: restart.Log, reference: tuple[set[str], int], crashes: set[int], policy: str
 ) -> None:
     """A hot set of 4 groups packs almost every group between batches (and trains the
-    dictionary early); restarts resume from the same table."""
-    table = PackedTable(hot_groups=4, train_samples=100)
+    dictionary early); restarts resume from the same table. Every stage packed, or as the
+    worker packs them (person and trace stages; the others plain)."""
+    if policy == "all":
+        table = PackedTable(hot_groups=4, train_samples=100)
+    else:
+        made = make_state_table(Settings(worker_state="packed", worker_state_hot_groups=4))
+        assert isinstance(made, PackedTable)
+        table = made
+        table.train_samples = 100
     alerts, judged = restart.run(_copy(log), crashes, table=table)
     assert reference[0] and alerts == reference[0]
     assert judged == reference[1]
