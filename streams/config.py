@@ -174,12 +174,12 @@ class Settings(BaseSettings):
     idle worker waits for a first record. A busy worker's batches fill at once; a quiet one's
     go out after this much, not after `worker_batch_seconds` (latency)."""
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
-    worker_state: Literal["objects", "packed"] = Field(
-        default="objects",
+    worker_state: Literal["packed", "objects"] = Field(
+        default="packed",
         description="how the transactional worker and the backtest hold detector state in "
-        "memory: objects (Python objects, fastest, about 3.6 KB per tracked person) or packed "
-        "(one zstd-compressed blob per entity, about 290 B per person at 256 hot groups, the "
-        "worker logic ~1.6x the CPU; docs/performance.md)",
+        "memory: packed (the person and trace-code states as one zstd blob per entity, about "
+        "265 B per tracked person in the city world) or objects (Python objects, about 3.6 KB "
+        "per person, the worker logic about 1.2x faster); docs/worker.md",
     )
     worker_state_hot_groups: int = Field(default=256, ge=1)
     """Packed state: entity groups kept decoded (least recently used packed first). More is
