@@ -47,6 +47,13 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
         assert phase["latency"]["unmatched"] == 0
         assert phase["alerts_stored"] == phase["alerts_seen"]  # every alert seen is queryable
     assert latest["detectors"] and latest["state"]["person"]["entities"] > 0
+    # the default state form is packed: its figure is the headline, its alerts the objects run's
+    assert latest["state_mode"] == "packed"
+    assert latest["bytes_per_person"] == latest["bytes_per_person_packed"]
+    packed = latest["packed"]  # (on 1,500 events the hot set holds most groups: no sizes)
+    assert packed["alerts_match"] is True
+    assert packed["state"]["person"]["entities"] > 0 and packed["processor_eps"] > 0
+    assert latest["bytes_per_person_objects"] > 0
     assert "fundwatch backtest" in latest["replay_note"] and latest["replay_eps"] > 0
     assert "FundWatch bench" in proc.stdout
 
