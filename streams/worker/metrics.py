@@ -29,6 +29,7 @@ from streams.ops.metrics import (
     health_verdict,
 )
 from streams.worker.processor import Batch, BatchProcessor
+from streams.worker.state_table import PackedTable
 
 
 class WorkerMetrics(Collector):
@@ -49,6 +50,8 @@ class WorkerMetrics(Collector):
         self.last_batch: float | None = None
         self.out: Counter = Counter()  # records produced, per output role
         self.held = 0  # records the reorder buffers hold (uncommitted)
+        self.state_keys: int | None = None  # detector states held (transactional engine)
+        self.state_loads = self.state_packs = 0  # of a packed state table
         self._last_committed: dict[Any, int] = {}
         self.batch_records = BulkHistogram(
             "fundwatch_worker_batch_records", "Records per batch", SIZE_BUCKETS
@@ -80,6 +83,11 @@ class WorkerMetrics(Collector):
         proc = self.processor()
         if proc is not None:
             self.held = proc.held_records()
+            table = getattr(proc, "table", None)
+            if isinstance(table, (dict, PackedTable)):  # not a faust table: len() reads RocksDB
+                self.state_keys = len(table)
+            if isinstance(table, PackedTable):
+                self.state_loads, self.state_packs = table.loads, table.packs
 
     # -- read by the HTTP thread ---------------------------------------------------------------
     def stalled(self) -> list[str]:
@@ -199,6 +207,22 @@ class WorkerMetrics(Collector):
             "fundwatch_worker_held_records",
             "Records waiting in the event-time reorder buffers (not yet committable)",
             value=self.held,
+        )
+        if self.state_keys is not None:
+            yield GaugeMetricFamily(
+                "fundwatch_worker_state_keys",
+                "Detector states (and checkpoints) the worker holds in memory",
+                value=self.state_keys,
+            )
+        yield CounterMetricFamily(
+            "fundwatch_worker_state_group_loads",
+            "Packed state: entity groups decoded again after leaving the hot set",
+            value=self.state_loads,
+        )
+        yield CounterMetricFamily(
+            "fundwatch_worker_state_group_packs",
+            "Packed state: entity groups encoded (changed, then pushed out of the hot set)",
+            value=self.state_packs,
         )
         yield GaugeMetricFamily(
             "fundwatch_worker_last_batch_timestamp_seconds",

@@ -23,6 +23,7 @@ from streams.sink.metrics import SinkCollector
 from streams.sink.service import SinkStats
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.processor import Batch, OutRecord, WorkerStats
+from streams.worker.state_table import PackedTable
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
@@ -136,7 +137,11 @@ def test_worker_metrics_read_worker_stats_and_batches() -> None:
     stats.dead_lettered["not_single_object"] = 1
     stats.alerts["drug_swap"] = 2
     stats.batches = 1
-    proc = SimpleNamespace(stats=stats, held_records=lambda: 2)
+    table = PackedTable(hot_groups=1)
+    for i in range(3):  # a hot set of one: each group is packed as the next comes in
+        table[f"0|drug_over_supply|P{i}"] = {"n": i}
+    assert table.get("0|drug_over_supply|P0") == {"n": 0}  # read again (P2 packed)
+    proc = SimpleNamespace(stats=stats, held_records=lambda: 2, table=table)
     app = SimpleNamespace(state="running")  # no consumer yet: lag unknown
     metrics = WorkerMetrics(Settings(), app, lambda: proc)  # type: ignore[arg-type]
     now = time.time()
@@ -154,6 +159,9 @@ def test_worker_metrics_read_worker_stats_and_batches() -> None:
     assert got[("fundwatch_worker_alerts_total", (("detector", "drug_swap"),))] == 2
     assert got[("fundwatch_worker_records_out_total", (("role", "aggregates"),))] == 1
     assert got[("fundwatch_worker_held_records", ())] == 2
+    assert got[("fundwatch_worker_state_keys", ())] == 3
+    assert got[("fundwatch_worker_state_group_packs_total", ())] == 3
+    assert got[("fundwatch_worker_state_group_loads_total", ())] == 1
     assert got[("fundwatch_worker_batch_records_count", ())] == 1
     assert got[("fundwatch_worker_latency_seconds_count", ())] == 2  # done records only
     assert got[("fundwatch_worker_latency_seconds_bucket", (("le", "1"),))] == 0
