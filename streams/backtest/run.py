@@ -2,9 +2,10 @@
 in-process, store the alerts and a run record, and compare (docs/backtest.md).
 
 Isolation from the live pipeline: the detectors (the same objects a worker builds from the
-configuration) run in the worker's `BatchProcessor` over a plain dict, not a faust table: no
-changelog, nothing produced to Kafka. Kafka is read by an assigned consumer of a throwaway group
-that commits nothing; alerts go to `backtest_alerts` under a run id, never to `alerts`.
+configuration) run in the worker's `BatchProcessor` over the in-memory state table the worker
+keeps (`docs/worker.md`), not a faust table: no changelog, nothing produced to Kafka. Kafka is
+read by an assigned consumer of a throwaway group that commits nothing; alerts go to
+`backtest_alerts` under a run id, never to `alerts`.
 """
 
 from __future__ import annotations
@@ -168,10 +169,10 @@ def load_reviews(store: Store | None) -> dict[str, str]:
 
 class Replica:
     """The worker's batch logic (`BatchProcessor`: stages per partition, reorder buffers,
-    repartitioning, watermarks) over a plain dict table, with the repartitioned records fed
-    back in-process instead of through Kafka. The same objects and order as a live worker, so
-    the same alerts, including those of detectors whose state is per partition (the online
-    peer models see each partition's sample of the peers)."""
+    repartitioning, watermarks) over the worker's in-memory state table, with the repartitioned
+    records fed back in-process instead of through Kafka. The same objects and order as a live
+    worker, so the same alerts, including those of detectors whose state is per partition (the
+    online peer models see each partition's sample of the peers)."""
 
     def __init__(
         self, rules: RuleConfig, registry: Registry, settings: Settings, partitions: int, now: int
