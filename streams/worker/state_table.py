@@ -1,19 +1,21 @@
 """The worker's state table, kept compact in memory: one compressed blob per entity.
 
 The table maps `<partition>|<detector id>|<state key>` to a detector state (plain JSON-able
-dicts and lists). As Python objects a tracked person's six states take about 3,600 bytes: the
+dicts and lists). As Python objects a tracked person's states take about 3,600 bytes: the
 containers cost six times their JSON. `PackedTable` groups the keys by entity (`<partition>|`
-+ the state key up to its first `|`: the person, the institution, the trace code, the doctor)
-and keeps each group as one zstd frame of its JSON, compressed with a dictionary trained on the
-table's own first groups (the detector ids and field names they all repeat), about 120 bytes
-per person. The groups in use stay decoded in a small LRU (`hot_groups`); a group is encoded
-again only if it changed while it was decoded.
++ the state key up to its first `|`: the person, the trace code) and keeps each group as one
+zstd frame of its JSON, compressed with a dictionary trained on the table's own first groups
+(the detector ids and field names they all repeat): about 104 bytes per person in the city
+world, 265 with the group's key, its dict slots and its share of the hot set. The groups in use
+stay decoded in a small LRU (`hot_groups`); a group is encoded again only if it changed while
+it was decoded. `make_state_table` keeps the busy stages with few entities (institutions,
+doctors, peer groups) as plain objects.
 
 It is an in-memory representation only: the changelog still carries one JSON value per key
 (`encode_state`), so a restore reads what it always read. Reads of a missing key do not create
 anything. States round-trip through JSON each time their group leaves the hot set, as they do
-through the changelog on a restart (tuples come back as lists; a detector state must not depend
-on the difference, docs/detection.md).
+through the changelog on a restart (tuples come back as lists: a detector state must not depend
+on the difference; docs/worker.md, "State in memory").
 """
 
 from __future__ import annotations
