@@ -184,12 +184,6 @@ class PackedTable(MutableMapping[str, Any]):
                 dirty.discard(g)
                 self._cold[g] = self._pack(inner)
 
-    def flush(self) -> None:
-        """Pack every changed group now (the hot set keeps them decoded)."""
-        for g in self._dirty:
-            self._cold[g] = self._pack(self._hot[g])
-        self._dirty.clear()
-
     # -- encoding ----------------------------------------------------------------------------
     def _pack(self, inner: dict[str, Any]) -> bytes:
         self.packs += 1
