@@ -360,9 +360,9 @@ def measure_packed(table: PackedTable) -> dict[str, StageState]:
     entities: dict[str, set[str]] = {}
     keys: dict[str, int] = {}
     groups = table.groups() or 1
-    per_slot = (sys.getsizeof(table._cold) + sys.getsizeof(table._hot)) / groups
+    per_slot = table.index_bytes() / groups
     for g, blob, hot in table.packed():
-        content = hot if hot is not None else table._peek(g)
+        content = hot if hot is not None else table.content(g)
         if not content:
             continue
         first = next(iter(content))

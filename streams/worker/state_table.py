@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, MutableMapping
 from typing import Any
@@ -344,6 +345,14 @@ class PackedTable(MutableMapping[str, Any]):
         table holds in memory, for the benchmark's state figures."""
         for g in self._groups():
             yield g, self._cold.get(g), self._hot.get(g)
+
+    def content(self, group: str) -> dict[str, Any]:
+        """A group's keys and states, decoded if need be (the hot set is left as it is)."""
+        return self._peek(group)
+
+    def index_bytes(self) -> int:
+        """The size of the table's own dicts of groups (their slots, not their contents)."""
+        return sys.getsizeof(self._cold) + sys.getsizeof(self._hot)
 
     def plain(self) -> dict[str, Any]:
         """The keys kept plain, as they are held."""
