@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streams.worker.cli import add_arguments as worker_args
 
-    worker_args(add("worker", _cmd_worker, "run a detection worker (faust): events in, alerts out"))
+    worker_args(add("worker", _cmd_worker, "run a detection worker: events in, alerts out"))
 
     from streams.store.cli import add_query_arguments, add_store_arguments
 

@@ -15,14 +15,20 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default="worker-1",
-        help="worker name: its RocksDB state lives in <data_dir>/worker/<app id>/<name> "
-        "(default worker-1)",
+        help="worker name: the transactional id <app id>-<name>, and for the faust engine its "
+        "RocksDB state in <data_dir>/worker/<app id>/<name> (default worker-1)",
     )  # fmt: skip
     parser.add_argument(
         "--engine", choices=("transactional", "faust"), default=None,
         help="transactional (default): confluent-kafka, a batch's outputs, states and offsets "
         "in one Kafka transaction; faust: the faust-streaming agent with RocksDB tables "
         "(default FUNDWATCH_WORKER_ENGINE)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--state", choices=("packed", "objects"), default=None,
+        help="transactional engine: the detector state in memory, packed (default: about 265 "
+        "B per tracked person) or as Python objects (about 3.6 KB, faster); default "
+        "FUNDWATCH_WORKER_STATE (docs/worker.md)",
     )  # fmt: skip
     parser.add_argument(
         "--registry", type=Path, default=None, metavar="DIR",
@@ -38,6 +44,8 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"registry_dir": args.registry})
     if args.engine is not None:
         settings = settings.model_copy(update={"worker_engine": args.engine})
+    if args.state is not None:
+        settings = settings.model_copy(update={"worker_state": args.state})
     if settings.worker_engine == "transactional":
         return run_transactional(settings, args.name)
     ensure_topics(settings, settings.topics.all())

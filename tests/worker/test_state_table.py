@@ -171,3 +171,19 @@ def test_the_processor_over_a_packed_table_raises_the_same_alerts(
     assert judged == reference[1]
     assert table.packs > 1_000 and table.loads > 1_000
     assert any(blob is not None and blob[:1] != b"{" for _, blob, _ in table.packed())
+
+
+def test_the_worker_cli_chooses_the_state_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from streams.worker import cli
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli, "run_transactional", lambda s, name: seen.append(s) or 0)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    for argv, expected in (([], "packed"), (["--state", "objects"], "objects")):
+        assert cli.run_from_args(parser.parse_args(argv), Settings(worker_state="packed")) == 0
+        assert seen[-1].worker_state == expected
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state", "rocks"])
