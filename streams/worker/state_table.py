@@ -50,9 +50,10 @@ RETRAIN_EVERY = 20
 """After the first training, every 20th group packed is sampled for the second."""
 DICT_BYTES = 16_384
 LEVEL = 3
-_JSON_START = 0x7B
-"""A blob starting with "{" is plain JSON (packed before the first dictionary); a zstd frame
-without its magic number starts with its header byte, which is never 0x7B (reserved bit set)."""
+_EXACT, _JSON = b"o", b"j"
+"""The tag before a group's JSON: orjson reads it back exactly (it wrote it), or only
+`json.loads` does (`json.dumps` wrote it: NaN, ±inf, an int beyond 64 bits, which orjson would
+refuse or, for the int, silently read as a float)."""
 
 
 _ORJSON_STRICT = (
@@ -75,33 +76,36 @@ def encode_state(state: State) -> bytes:
     list, a dataclass or a datetime (the passthrough options), and json.dumps then writes or
     rejects it as it always did. (A UUID or a plain Enum, which json.dumps rejects and the
     state contract excludes, orjson would write as its value.)"""
+    out = _orjson(state)
+    return out if out is not None else json.dumps(state, separators=(",", ":")).encode()
+
+
+def _orjson(state: State) -> bytes | None:
+    """orjson's JSON of a state, or None where it would differ from `json.dumps`'s (above)."""
     try:
         out = orjson.dumps(state, option=_ORJSON_STRICT)
     except TypeError:  # orjson.JSONEncodeError
-        pass
-    else:
-        if b"null" not in out:
-            return out
-    return json.dumps(state, separators=(",", ":")).encode()
+        return None
+    return None if b"null" in out else out
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:  # NaN, Infinity or an int beyond 64 bits: json.dumps wrote it
-        return json.loads(raw)
+def partition_items(table: MutableMapping[str, Any], partition: int) -> Iterator[tuple[str, Any]]:
+    """(key, state) of one partition's keys, in any state table (a packed one without decoding
+    the other partitions' groups)."""
+    if isinstance(table, PackedTable):
+        return table.partition_items(partition)
+    prefix = f"{partition}|"
+    return ((k, v) for k, v in table.items() if k.startswith(prefix))
 
 
-def group_of(key: str) -> str:
-    """`<partition>|<entity>` of a table key `<partition>|<detector id>|<state key>`; the
-    entity is the state key up to its first `|` (the whole key for a key without the two
-    separators)."""
-    i = key.find("|")
-    j = key.find("|", i + 1) if i >= 0 else -1
-    if j < 0:
-        return key
-    e = key.find("|", j + 1)
-    return key[:i] + (key[j:e] if e >= 0 else key[j:])
+def drop_partition(table: MutableMapping[str, Any], partition: int) -> None:
+    """Forget one partition's keys (revoked, or read again after an aborted transaction)."""
+    if isinstance(table, PackedTable):
+        table.drop_partition(partition)
+        return
+    prefix = f"{partition}|"
+    for key in [k for k in table if k.startswith(prefix)]:
+        del table[key]
 
 
 def make_state_table(settings: Any) -> MutableMapping[str, Any]:
@@ -147,7 +151,8 @@ class PackedTable(MutableMapping[str, Any]):
         self.packs = 0  # groups encoded (changed, then pushed out of the hot set)
 
     def _locate(self, key: str) -> str | None:
-        """The group of a key (`group_of`), or None for a key kept plain."""
+        """The group of a key, `<partition>|<entity>` (the entity: the state key up to its first
+        `|`), or None for a key kept plain (a `plain` detector's, or one without two `|`)."""
         i = key.find("|")
         j = key.find("|", i + 1) if i >= 0 else -1
         if j < 0 or key[i + 1 : j] in self._plain_ids:
@@ -188,20 +193,21 @@ class PackedTable(MutableMapping[str, Any]):
     # -- encoding ----------------------------------------------------------------------------
     def _pack(self, inner: dict[str, Any]) -> bytes:
         self.packs += 1
-        raw = encode_state(inner)
+        out = _orjson(inner)
+        raw = _EXACT + out if out is not None else _JSON + encode_state(inner)
         samples = self._samples
         if samples is not None and self.packs % self._sample_every == 0:
             samples.append(raw)
             if len(samples) >= self.train_samples:
                 self._train(samples)
-        if self._compress is not None:
-            return self._compress(raw)
-        return raw
+        return raw if self._compress is None else self._compress(raw)
 
     def _unpack(self, blob: bytes) -> dict[str, Any]:
-        if blob[0] == _JSON_START:
-            return _decode(blob)
-        return _decode(self._decompress(blob))
+        """Every blob is compressed once a dictionary exists (`_train` compresses the others)."""
+        raw = blob if self._decompress is None else self._decompress(blob)
+        if raw[:1] == _EXACT:
+            return orjson.loads(memoryview(raw)[1:])
+        return json.loads(raw[1:])
 
     def _train(self, samples: list[bytes]) -> None:
         """Train a dictionary on the sampled groups and pack every group with it. Twice: on
@@ -225,7 +231,7 @@ class PackedTable(MutableMapping[str, Any]):
         )
         self._compress, self._decompress = compressor.compress, decompressor.decompress
         for g, blob in self._cold.items():
-            raw = blob if blob[0] == _JSON_START else old(blob)
+            raw = blob if old is None else old(blob)
             self._cold[g] = self._compress(raw)
         if first:
             self._samples = []
