@@ -153,17 +153,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
 
         assert det.detector_set is not None
         state = ip.measure_state(det.detector_set.store)  # type: ignore[arg-type]
-        result["state"] = {
-            s.stage: {
-                "entities": s.entities,
-                "keys": s.keys,
-                "resident_bytes": s.resident_bytes,
-                "json_bytes": s.json_bytes,
-                "resident_bytes_per_entity": s.bytes_per_entity,
-                "json_bytes_per_entity": s.json_per_entity,
-            }
-            for s in state.stages.values()
-        }
+        result["state"] = {s.stage: s.as_dict() for s in state.stages.values()}
         result["state_by_detector"] = [
             {"id": d, "keys": k, "resident_bytes": r, "json_bytes": j, "resident_per_key": r / k}
             for d, k, r, j in state.detectors
@@ -194,7 +184,10 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             f"worker logic in-process: {proc.eps:,.0f} ev/s, "
             f"{proc.changelog_bytes_per_event:,.0f} changelog B/event"
         )
-        _packed_phase(raw, workload.registry, settings, proc, result, say)
+        result["packed"] = _packed_phase(raw, workload.registry, settings, proc, say)
+        result["bytes_per_person_packed"] = result["packed"]["bytes_per_person"]
+        result["state_mode"] = settings.worker_state  # the form the worker and replay run
+        result["bytes_per_person"] = result[f"bytes_per_person_{settings.worker_state}"]
 
         engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
         result["replay_eps"] = engine.eps
@@ -257,16 +250,11 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
 
 
 def _packed_phase(
-    raw: list[Any],
-    registry: Any,
-    settings: Settings,
-    objects: Any,
-    result: dict[str, Any],
-    say: Any,
-) -> None:
-    """The worker logic again over a `PackedTable` (`worker_state=packed`): its speed, its
-    alerts (they must equal the objects run's) and what it holds per tracked person.
-    `bytes_per_person` is the figure of the state mode the settings configure."""
+    raw: list[Any], registry: Any, settings: Settings, objects: Any, say: Any
+) -> dict[str, Any]:
+    """The worker logic again over the packed table (`worker_state=packed`): its speed against
+    the objects run's, its alerts (they must equal the objects run's) and what it holds per
+    stage; `json_bytes` of a stage is then the size of its compressed blobs."""
     from streams.bench import inprocess as ip
     from streams.worker.state_table import make_state_table
 
@@ -280,7 +268,7 @@ def _packed_phase(
     )
     stages = packed.state or {}
     person = stages.get("person")
-    result["packed"] = {
+    out = {
         "hot_groups": hot,
         "processor_eps": packed.eps,
         "processor_cpu_s": packed.cpu_s,
@@ -288,26 +276,16 @@ def _packed_phase(
         "alerts_match": packed.alerts_by_detector == objects.alerts_by_detector,
         "loads_per_event": packed.loads / packed.events if packed.events else None,
         "packs_per_event": packed.packs / packed.events if packed.events else None,
+        "bytes_per_person": person.bytes_per_entity if person else None,
         "blob_bytes_per_person": person.json_per_entity if person else None,
-        "state": {
-            s.stage: {
-                "entities": s.entities,
-                "keys": s.keys,
-                "resident_bytes": s.resident_bytes,
-                "blob_bytes": s.json_bytes,
-                "resident_bytes_per_entity": s.bytes_per_entity,
-            }
-            for s in stages.values()
-        },
+        "state": {s.stage: s.as_dict() for s in stages.values()},
     }
-    result["bytes_per_person_packed"] = person.bytes_per_entity if person else None
-    result["state_mode"] = settings.worker_state
-    result["bytes_per_person"] = result[f"bytes_per_person_{settings.worker_state}"]
     say(
         f"worker logic, packed state ({hot} hot groups): {packed.eps:,.0f} ev/s, "
-        f"{result['bytes_per_person_packed'] or 0:,.0f} B per person"
-        + ("" if result["packed"]["alerts_match"] else " [bold red]ALERTS DIFFER[/bold red]")
+        f"{out['bytes_per_person'] or 0:,.0f} B per person"
+        + ("" if out["alerts_match"] else " [bold red]ALERTS DIFFER[/bold red]")
     )
+    return out
 
 
 def _live_phases(

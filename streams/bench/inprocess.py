@@ -312,6 +312,17 @@ class StageState:
     def json_per_entity(self) -> float:
         return self.json_bytes / self.entities if self.entities else 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as the bench's JSON holds them."""
+        return {
+            "entities": self.entities,
+            "keys": self.keys,
+            "resident_bytes": self.resident_bytes,
+            "json_bytes": self.json_bytes,
+            "resident_bytes_per_entity": self.bytes_per_entity,
+            "json_bytes_per_entity": self.json_per_entity,
+        }
+
 
 @dataclass
 class StateResult:
@@ -354,7 +365,7 @@ def measure_packed(table: PackedTable) -> dict[str, StageState]:
     """What the worker's `PackedTable` holds in memory, per stage: each group's key and blob,
     its share of the table's dicts, and the decoded content of the groups in the hot set (deep);
     the keys kept plain as objects (deep); entity = the state key up to its first `|` (a person
-    kept in two partitions counts once). `json_bytes` is the packed (compressed) size of the
+    kept in two partitions counts once). `json_bytes` is the size of the packed (compressed)
     blobs."""
     stages: dict[str, StageState] = {}
     entities: dict[str, set[str]] = {}

@@ -223,6 +223,12 @@ def run_live(
     n_events = sum(1 for r in records if r.topic != SIM_LABELS)
     result = LiveResult(phase, rate, n_events, 0)
     log_path = work_dir / phase / "worker.log"
+
+    def plain_worker(name: str, log: Path) -> WorkerProcess:
+        return WorkerProcess(
+            settings, workload.registry_dir, name=name, env=worker_env(settings), log_path=log
+        )
+
     worker: WorkerProcess
     if bare:
         worker = BareFaustWorker(settings, None, name="bare", env=worker_env(settings),
@@ -237,18 +243,11 @@ def run_live(
             profile_path=profile_path,
         )
     else:
-        worker = WorkerProcess(
-            settings,
-            workload.registry_dir,
-            name="bench",
-            env=worker_env(settings),
-            log_path=log_path,
-        )
+        worker = plain_worker("bench", log_path)
     others = [
-        WorkerProcess(settings, workload.registry_dir, name=f"bench-{i}", env=worker_env(settings),
-                      log_path=work_dir / phase / f"worker-{i}.log")
+        plain_worker(f"bench-{i}", work_dir / phase / f"worker-{i}.log")
         for i in range(2, workers + 1)
-    ]  # fmt: skip
+    ]
     db = Store(store.settings, database=f"fwbench_{run_id}_{phase}").open(lock=False)
     db.ensure_schema()
     sink = TimedSink(settings, db, roles=SINK_ROLES, group_id=settings.consumer_group)

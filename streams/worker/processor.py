@@ -44,7 +44,7 @@ from streams.worker.routing import (
     detectors_by_stage,
     repartition_keys,
 )
-from streams.worker.state_table import PROGRESS, PackedTable
+from streams.worker.state_table import PROGRESS, PackedTable, partition_items
 
 log = logging.getLogger(__name__)
 
@@ -296,14 +296,11 @@ class BatchProcessor:
         }
         for stage, ds in sets.items():
             self.sets[(stage, partition)] = ds
-        prefix = f"{partition}|"
         restored = 0
         entries: dict[str, list[tuple[str, str, State]]] = {s: [] for s in sets}
         stage_of = {det.id: stage for stage, dets in self.stages.items() for det in dets}
-        packed = isinstance(self.table, PackedTable)
-        items = self.table.partition_items(partition) if packed else self.table.items()
-        for table_key, state in items:
-            if not table_key.startswith(prefix) or state is None:
+        for table_key, state in partition_items(self.table, partition):
+            if state is None:
                 continue
             _, did, key = table_key.split("|", 2)
             if did == PROGRESS:
@@ -312,7 +309,7 @@ class BatchProcessor:
             stage = stage_of.get(did)
             if stage is None:
                 continue
-            if not packed:  # a packed table is read again as the batches need it
+            if not store.per_batch:  # else the batches read it from the table as they need it
                 store.preload(did, key, state)
             entries[stage].append((did, key, state))
             restored += 1

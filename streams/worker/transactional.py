@@ -51,7 +51,11 @@ from streams.worker.processor import (
     parse_origin,
 )
 from streams.worker.routing import SOURCE_ROLES
-from streams.worker.state_table import PackedTable, encode_state, make_state_table
+from streams.worker.state_table import (
+    drop_partition,
+    encode_state,
+    make_state_table,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,15 +143,6 @@ def restore_states(
     finally:
         consumer.close()
     return records
-
-
-def drop_states(table: MutableMapping[str, Any], partition: int) -> None:
-    if isinstance(table, PackedTable):
-        table.drop_partition(partition)
-        return
-    prefix = f"{partition}|"
-    for key in [k for k in table if k.startswith(prefix)]:
-        del table[key]
 
 
 class TransactionalWorker:
@@ -354,7 +349,7 @@ class TransactionalWorker:
         self._generation += 1
         for partition in sorted(partitions & self.owned):
             self.processor.drop_partition(partition)
-            drop_states(self.table, partition)
+            drop_partition(self.table, partition)
         self.owned -= partitions
         for key in [k for k in self.start_offsets if k[1] in partitions]:
             del self.start_offsets[key]
