@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     registry_dir: Path | None = Field(
         default=None, description="institutions.jsonl and drugs.jsonl (default <data_dir>/registry)"
     )
+    backtest_workers: int = Field(
+        default=0,
+        ge=0,
+        description="processes a Kafka-sourced backtest judges on, each reading its share of "
+        "the partitions (docs/backtest.md); 0: one per CPU; 1: in the calling process",
+    )
     rules_config: str = Field(
         default="default",
         description="rule configuration the worker runs: a name in models/rules/configs/ "

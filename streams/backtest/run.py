@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,12 @@ from models.reference import Registry
 from models.rules.config import RuleConfig, load_rule_config
 from schemas.codec import Codec
 from streams.backtest import metrics
+from streams.backtest.parallel import (
+    Judged,
+    can_fork,
+    default_workers,
+    judge_in_processes,
+)
 from streams.backtest.sources import (
     Input,
     SourceStats,
@@ -36,9 +42,9 @@ from streams.config import Settings
 from streams.privacy import Pseudonymizer
 from streams.sink.rows import Lineage, alert_rows
 from streams.store.client import Store
-from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.processor import BatchProcessor, OutRecord, SourceRecord
 from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES, partition_of
-from streams.worker.state_table import make_state_table
+from streams.worker.state_table import batch_of, make_state_table
 
 log = logging.getLogger(__name__)
 Source = Literal["kafka", "clickhouse"]
@@ -192,36 +198,62 @@ class Replica:
         self._offsets: dict[tuple[str, int], int] = {}
 
     def process(self, records: list[SourceRecord]) -> None:
-        batch = self.proc.process(self._feedback + records)
-        self._feedback = []
+        """A batch: the records repartitioned by the previous one first, then `records`."""
+        outs = self.run_batch(self.take_feedback() + records)
+        self.feed(outs)
+
+    def run_batch(self, records: list[SourceRecord]) -> list[OutRecord]:
+        """Judge a batch, keep its alerts, write its changed states; return its repartitioned
+        records, each with the partition the worker's producer would give it."""
+        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
+            batch = self.proc.process(records)
+            for _, key, state in self.proc.dirty_state():
+                if state is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = state
         for item in batch.results:
             if isinstance(item, Alert):
                 item.detected_at = self.now  # the run's start, not the wall clock per alert
                 self.alerts.setdefault(item.alert_id, item)
+        outs = []
         for out in batch.out:
             if out.role in REPARTITION_ROLES:
-                part = out.partition
-                if part is None:  # where the worker's producer would put the key
-                    part = partition_of(out.key, self.partitions)
-                off = self._offsets.get((out.role, part), 0)
-                self._offsets[(out.role, part)] = off + 1
-                self._feedback.append(
-                    SourceRecord(
-                        out.role,
-                        out.role,
-                        part,
-                        off,
-                        out.key,
-                        out.value,
-                        out.timestamp_ms,
-                        origin=out.origin,
-                    )
+                if out.partition is None:  # where the worker's producer would put the key
+                    out.partition = partition_of(out.key, self.partitions)
+                outs.append(out)
+        return outs
+
+    def feed(self, outs: Iterable[OutRecord]) -> None:
+        """Repartitioned records to read in the next batch, at the next offsets of their
+        partitions, as a consumer of the repartition topics would."""
+        offsets, feedback = self._offsets, self._feedback
+        for out in outs:
+            part = out.partition
+            assert part is not None
+            off = offsets.get((out.role, part), 0)
+            offsets[(out.role, part)] = off + 1
+            feedback.append(
+                SourceRecord(
+                    out.role,
+                    out.role,
+                    part,
+                    off,
+                    out.key,
+                    out.value,
+                    out.timestamp_ms,
+                    origin=out.origin,
                 )
-        for _, key, state in self.proc.dirty_state():
-            if state is None:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = state
+            )
+
+    def take_feedback(self) -> list[SourceRecord]:
+        feedback, self._feedback = self._feedback, []
+        return feedback
+
+    @property
+    def pending(self) -> int:
+        """Repartitioned records not read yet."""
+        return len(self._feedback)
 
     def drain(self) -> None:
         """Process fed-back records until none are left (the repartition topics run dry)."""
@@ -263,6 +295,40 @@ def judge(source: Input, replicas: Sequence[Replica], end_ms: int, batch_size: i
         r.drain()
 
 
+def backtest_workers(settings: Settings, source: str) -> int:
+    """The processes a backtest judges on: `backtest_workers` (0: one per CPU) for a Kafka
+    source where processes can be forked; 1 otherwise (a ClickHouse source is one query)."""
+    if source != "kafka" or not can_fork():
+        return 1
+    return settings.backtest_workers or default_workers()
+
+
+def judge_here(
+    settings: Settings,
+    spec: BacktestSpec,
+    store: Store | None,
+    rule_sets: Sequence[RuleConfig],
+    registry: Registry,
+    stats: SourceStats,
+    now: int,
+    on_total: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> list[Judged]:
+    """Judge the range in this process: one read of the input, a `Replica` per rule set."""
+    if spec.source == "kafka":
+        source = kafka_records(settings, spec.from_ms, spec.to_ms, stats, on_read)
+    elif spec.source == "clickhouse" and store is not None:
+        source = clickhouse_records(settings, store, spec.from_ms, spec.to_ms, stats, on_read)
+    else:
+        raise ValueError(f"unknown source {spec.source!r} (kafka or clickhouse)")
+    if on_total is not None:
+        on_total(stats.total)
+    replicas = [Replica(rules, registry, settings, source.partitions, now) for rules in rule_sets]
+    judge(source, replicas, spec.to_ms)
+    marks = len(source.topics) * source.partitions
+    return [Judged(r.alerts, r.proc.stats, marks) for r in replicas]
+
+
 def _as_stored(alerts: Sequence[Alert], pseudo: Any) -> list[dict[str, Any]]:
     out = []
     for a in sorted(alerts, key=lambda a: (a.event_time, a.detector_id, a.alert_id)):
@@ -292,26 +358,25 @@ def run_backtest(
     )
     started = int(time.time() * 1000)
     stats = SourceStats()
-    if spec.source == "kafka":
-        source = kafka_records(settings, spec.from_ms, spec.to_ms, stats, on_read)
-        pseudo: Any = Pseudonymizer.from_settings(settings)
-    elif spec.source == "clickhouse":
-        source = clickhouse_records(settings, store, spec.from_ms, spec.to_ms, stats, on_read)
-        pseudo = _Identity()
-    else:
+    rule_sets = [rules] if base_rules is None else [rules, base_rules]
+    workers = backtest_workers(settings, spec.source)
+    if spec.source not in ("kafka", "clickhouse"):
         raise ValueError(f"unknown source {spec.source!r} (kafka or clickhouse)")
-    if on_total is not None:
-        on_total(stats.total)
-    cand = Replica(rules, registry, settings, source.partitions, started)
-    base = (
-        Replica(base_rules, registry, settings, source.partitions, started) if base_rules else None
-    )
+    pseudo: Any = Pseudonymizer.from_settings(settings) if spec.source == "kafka" else _Identity()
     t0 = time.perf_counter()
-    judge(source, [cand] if base is None else [cand, base], spec.to_ms)
+    if workers > 1:
+        judged = judge_in_processes(
+            settings, spec.from_ms, spec.to_ms, rule_sets, registry, workers, stats, started,
+            on_total, on_read,
+        )  # fmt: skip
+    else:
+        judged = judge_here(settings, spec, store, rule_sets, registry, stats, started,
+                            on_total, on_read)  # fmt: skip
     elapsed = time.perf_counter() - t0
-    ps = cand.proc.stats
+    cand, base = judged[0], (judged[1] if base_rules is not None else None)
+    ps = cand.stats
     stats.valid = sum(ps.processed[r] for r in INPUT_ROLES)
-    stats.control = sum(ps.control[r] for r in INPUT_ROLES) - len(source.topics) * source.partitions
+    stats.control = sum(ps.control[r] for r in INPUT_ROLES) - cand.end_marks
     stats.invalid = Counter(ps.dead_lettered)
     alerts = _as_stored(list(cand.alerts.values()), pseudo)
     base_alerts = _as_stored(list(base.alerts.values()), pseudo) if base is not None else None

@@ -81,13 +81,16 @@ def kafka_records(
     stats: SourceStats,
     on_read: Callable[[int], None] | None = None,
     stall_timeout_s: float = 30.0,
+    share: tuple[int, int] | None = None,
 ) -> Input:
     """The input topics' records with `from_ms <= record timestamp < to_ms` (timestamp = event
     time; watermark records included, they carry the producers' progress). Each partition is read
     from `offsets_for_times(from)` to `offsets_for_times(to)` by an assigned consumer of a
     throwaway group that commits nothing. Consumption order: the processor's reorder buffer
     judges in event-time order whatever the interleaving; the reader merges the partitions in
-    event time so that buffer stays small (`_consume`)."""
+    event time so that buffer stays small (`_consume`). `share=(i, n)`: only the partitions
+    `p % n == i` of each topic (process i of n, `streams.backtest.parallel`); `partitions` is
+    still the topics' partition count."""
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -118,6 +121,8 @@ def kafka_records(
                 [TopicPartition(name, p, to_ms) for p in parts], timeout=10
             )
             for s, e in zip(starts, ends, strict=True):
+                if share is not None and s.partition % share[1] != share[0]:
+                    continue  # another process reads it
                 if s.offset < 0:
                     continue  # nothing at or after `from`
                 end = e.offset

@@ -191,12 +191,24 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
 
         engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
         result["replay_eps"] = engine.eps
+        result["replay_workers"] = engine.workers
         result["replay_note"] = (
-            "fundwatch backtest's judging loop (Kafka read + the worker's batch logic "
-            "in-process, the configured rules), without its store writes"
+            f"fundwatch backtest's judging (Kafka read + the worker's batch logic, the "
+            f"configured rules) on {engine.workers} process(es), without its store writes"
         )
         result["replay_alerts"] = engine.alerts
-        say(f"replay (backtest engine): {engine.eps:,.0f} ev/s ({engine.alerts} alerts)")
+        say(
+            f"replay (backtest engine, {engine.workers} processes): {engine.eps:,.0f} ev/s "
+            f"({engine.alerts} alerts)"
+        )
+        by_workers = {str(engine.workers): engine.eps}
+        if engine.workers > 1:  # and in one process: how the replay grows with processes
+            one_settings = replay_topics.settings.model_copy(update={"backtest_workers": 1})
+            one = ip.run_backtest_engine(one_settings, workload.registry)
+            by_workers["1"] = one.eps
+            result["replay_alerts_match_1"] = one.alert_ids == engine.alert_ids
+            say(f"replay in one process: {one.eps:,.0f} ev/s ({one.alerts} alerts)")
+        result["replay_eps_by_workers"] = {k: by_workers[k] for k in sorted(by_workers, key=int)}
 
         if args.profile:
             say("profiling the detectors and the worker logic (pyinstrument)...")

@@ -31,7 +31,7 @@ from streams.worker.routing import (
     TOPIC_OF_SCHEMA,
     partition_of,
 )
-from streams.worker.state_table import PackedTable, encode_state
+from streams.worker.state_table import PackedTable, batch_of, encode_state
 
 Event = dict[str, Any]
 
@@ -462,37 +462,38 @@ def run_processor(
     c0 = time.process_time()
     t0 = time.perf_counter()
     while i < len(raw) or feedback:
-        records = feedback + raw[i : i + batch_size]
-        i += batch_size
-        batch = proc.process(records)
-        feedback = []
-        for out in batch.out:
-            if out.role in REPARTITION_ROLES:
-                p = out.partition
-                if p is None:  # where the worker's producer would put the key
-                    p = partition_of(out.key, partitions)
-                off = offsets.get((out.role, p), 0)
-                offsets[(out.role, p)] = off + 1
-                feedback.append(
-                    SourceRecord(
-                        out.role,
-                        out.role,
-                        p,
-                        off,
-                        out.key,
-                        out.value,
-                        out.timestamp_ms,
-                        origin=out.origin,
+        with batch_of(table):  # as the worker writes a batch's states back
+            records = feedback + raw[i : i + batch_size]
+            i += batch_size
+            batch = proc.process(records)
+            feedback = []
+            for out in batch.out:
+                if out.role in REPARTITION_ROLES:
+                    p = out.partition
+                    if p is None:  # where the worker's producer would put the key
+                        p = partition_of(out.key, partitions)
+                    off = offsets.get((out.role, p), 0)
+                    offsets[(out.role, p)] = off + 1
+                    feedback.append(
+                        SourceRecord(
+                            out.role,
+                            out.role,
+                            p,
+                            off,
+                            out.key,
+                            out.value,
+                            out.timestamp_ms,
+                            origin=out.origin,
+                        )
                     )
-                )
-        for _, key, state in proc.dirty_state():
-            writes += 1
-            if state is None:
-                table.pop(key, None)
-                written += len(key) + 2
-            else:
-                table[key] = state
-                written += len(key) + 2 + len(encode_state(state))  # as the worker
+            for _, key, state in proc.dirty_state():
+                writes += 1
+                if state is None:
+                    table.pop(key, None)
+                    written += len(key) + 2
+                else:
+                    table[key] = state
+                    written += len(key) + 2 + len(encode_state(state))  # as the worker
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     gc.unfreeze()
@@ -513,6 +514,8 @@ class BacktestEngineResult:
     events: int
     elapsed_s: float
     alerts: int
+    workers: int = 1
+    alert_ids: frozenset[str] = frozenset()
 
     @property
     def eps(self) -> float:
@@ -520,18 +523,27 @@ class BacktestEngineResult:
 
 
 def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngineResult:
-    """The judging loop of `fundwatch backtest` (`streams.backtest.run`: a Kafka read of the whole
-    range, the worker's batch logic in-process over the configured rules), without its store
-    writes and comparisons: the benchmark's replay figure."""
+    """The judging of `fundwatch backtest` (`streams.backtest.run`: a Kafka read of the whole
+    range, the worker's batch logic over the configured rules, on `backtest_workers`
+    processes), without its store writes and comparisons: the benchmark's replay figure. The
+    clock runs from the start of the read (consumers, their metadata, the processes) to the
+    merged alerts."""
     from models.rules.config import load_rule_config
-    from streams.backtest.run import Replica, judge
-    from streams.backtest.sources import SourceStats, kafka_records
+    from streams.backtest.parallel import judge_in_processes
+    from streams.backtest.run import BacktestSpec, backtest_workers, judge_here
+    from streams.backtest.sources import SourceStats
 
     rules = load_rule_config(settings.rules_config)
-    source = kafka_records(settings, 0, 2**62, SourceStats())
-    replica = Replica(rules, registry, settings, source.partitions, 0)
+    workers = backtest_workers(settings, "kafka")
+    stats = SourceStats()
     t0 = time.perf_counter()
-    judge(source, [replica], 2**62)
+    if workers > 1:
+        [judged] = judge_in_processes(settings, 0, 2**62, [rules], registry, workers, stats, 0)
+    else:
+        spec = BacktestSpec(0, 2**62)
+        [judged] = judge_here(settings, spec, None, [rules], registry, stats, 0)
     elapsed = time.perf_counter() - t0
-    events = sum(replica.proc.stats.processed[r] for r in INPUT_ROLES)
-    return BacktestEngineResult(events, elapsed, len(replica.alerts))
+    events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
+    return BacktestEngineResult(
+        events, elapsed, len(judged.alerts), workers, frozenset(judged.alerts)
+    )

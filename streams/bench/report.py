@@ -77,6 +77,11 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
             "BatchProcessor over a dict table: decode, route, reorder, detect, JSON state",
         ),
         ("replay", result.get("replay_eps"), "ev/s", result.get("replay_note", "")),
+        *(
+            (f"replay, {n} process", eps, "ev/s", "the same judging in one process")
+            for n, eps in result.get("replay_eps_by_workers", {}).items()
+            if n != str(result.get("replay_workers", 1))
+        ),
         (
             "live worker",
             result.get("live_eps_per_worker"),

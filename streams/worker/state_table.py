@@ -25,6 +25,7 @@ import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import orjson
@@ -108,6 +109,11 @@ def drop_partition(table: MutableMapping[str, Any], partition: int) -> None:
         del table[key]
 
 
+def batch_of(table: MutableMapping[str, Any]) -> AbstractContextManager[None]:
+    """`PackedTable.batch()` for a packed table; nothing to do for the others."""
+    return table.batch() if isinstance(table, PackedTable) else nullcontext()
+
+
 def make_state_table(settings: Any) -> MutableMapping[str, Any]:
     """The worker's state table as `settings.worker_state` says: a dict, or a `PackedTable`
     that packs the person and trace-code stages (PACKED_STAGES) and keeps the others plain."""
@@ -136,6 +142,7 @@ class PackedTable(MutableMapping[str, Any]):
         if hot_groups < 1:
             raise ValueError("hot_groups must be at least 1")
         self.hot_groups = hot_groups
+        self._limit = hot_groups  # the hot set's bound now (none within `batch()`)
         self.train_samples = train_samples
         self._plain_ids = frozenset(plain)
         self._plain: dict[str, Any] = {}  # the keys of the `plain` detectors
@@ -173,9 +180,22 @@ class PackedTable(MutableMapping[str, Any]):
         inner = self._unpack(blob)
         self.loads += 1
         self._hot[g] = inner
-        if len(self._hot) > self.hot_groups:
+        if len(self._hot) > self._limit:
             self._evict()
         return inner
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Keep every group the block touches decoded until it ends: a batch reads its states
+        (through `CachedState`), then writes the changed ones back, and a hot set smaller than
+        the batch's groups would decode each written group again (and pack it twice). At the
+        end the hot set is cut back to `hot_groups`: the peak is one batch's groups."""
+        self._limit = sys.maxsize
+        try:
+            yield
+        finally:
+            self._limit = self.hot_groups
+            self._evict()
 
     def _peek(self, g: str) -> dict[str, Any]:
         """A group's content without touching the hot set (iteration)."""
@@ -268,7 +288,7 @@ class PackedTable(MutableMapping[str, Any]):
         inner = self._group(g)
         if inner is None:
             inner = self._hot[g] = {}
-            if len(self._hot) > self.hot_groups:
+            if len(self._hot) > self._limit:
                 self._evict()
         if key not in inner:
             self._count += 1

@@ -52,6 +52,7 @@ from streams.worker.processor import (
 )
 from streams.worker.routing import SOURCE_ROLES
 from streams.worker.state_table import (
+    batch_of,
     drop_partition,
     encode_state,
     make_state_table,
@@ -392,8 +393,9 @@ class TransactionalWorker:
 
     def run_batch(self, records: list[SourceRecord]) -> Batch:
         """Process a batch and commit it, outputs, states and offsets in one transaction."""
-        batch = self.processor.process(records)
-        self._commit(batch.out, list(self.processor.dirty_state()), len(records))
+        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
+            batch = self.processor.process(records)
+            self._commit(batch.out, list(self.processor.dirty_state()), len(records))
         return batch
 
     def _commit(self, out: list[OutRecord], writes: list[tuple[int, str, Any]], n: int) -> None:
