@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where report.html goes (default <data dir>/backtest/<run_id>/, i.e. .local/...)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes to judge on, each reading its share of the input partitions (Kafka "
+        "source; default FUNDWATCH_BACKTEST_WORKERS, 0 = one per CPU; 1 = this process)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,6 +79,11 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     console = Console()
     err = Console(stderr=True)
+    if args.workers is not None:
+        if args.workers < 0:
+            err.print("[red]backtest:[/] --workers must be 0 (one per CPU) or more")
+            return 2
+        settings = settings.model_copy(update={"backtest_workers": args.workers})
     try:
         spec = BacktestSpec(
             from_ms=parse_time(args.from_, "--from"),

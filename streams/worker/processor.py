@@ -701,8 +701,10 @@ class BatchProcessor:
         return min(self._channel(c, partition) for c in CHANNELS_OF_STAGE[stage])
 
     def _release(self, stage: str, partition: int, batch: Batch) -> None:
-        """Judge the buffered events every input has passed, in order; then move the stage's
-        watermark (firing due timers) to the slowest input's progress − allowed lateness."""
+        """Judge the buffered events every input has passed, in order, each after the timers
+        due by its time − allowed lateness; then move the stage's watermark (firing due
+        timers) to the slowest input's progress − allowed lateness. So what a timer sees does
+        not depend on where the batches end (nor on how many processes judge)."""
         frontier = self._frontier(stage, partition)
         if frontier == NEVER:
             return
@@ -712,6 +714,7 @@ class BatchProcessor:
         order = self._seen_order.setdefault((stage, partition), deque())
         judge, results_extend, done_append = ds.process, batch.results.extend, batch.done.append
         held_offsets, processed = self._held_offsets, self.stats.processed
+        lateness, advance = self.lateness, ds.advance
         while buf and buf[0][0][0] < frontier:
             (t, _, _), _, held = heappop(buf)
             rec = held.rec
@@ -723,6 +726,10 @@ class BatchProcessor:
                 seen[key] = t
                 order.append((t, key))
             if not held.failed and not held.duplicate:
+                if t - lateness > ds.watermark_ms:
+                    # the timers due before this event fire first: a timer sees the events
+                    # up to its deadline + lateness, however the batches cut the stream
+                    results_extend(advance(t - lateness))
                 try:
                     results_extend(judge(event))
                 except Exception as exc:  # a detector bug must not stop the worker
