@@ -311,13 +311,20 @@ class PackedTable(MutableMapping[str, Any]):
             self._forget(g)
 
     def pop(self, key: str, *default: Any) -> Any:
-        try:
-            state = self[key]
-        except KeyError:
+        g = self._locate(key)
+        if g is None:
+            return self._plain.pop(key, *default)
+        inner = self._group(g)
+        state = _MISSING if inner is None else inner.pop(key, _MISSING)
+        if state is _MISSING:
             if default:
                 return default[0]
-            raise
-        del self[key]
+            raise KeyError(key)
+        self._count -= 1
+        if inner:
+            self._dirty.add(g)
+        else:
+            self._forget(g)
         return state
 
     def _forget(self, g: str) -> None:

@@ -29,6 +29,18 @@ def test_arguments_parse() -> None:
     assert (args.from_, args.to, args.config, args.baseline) == (
         "2026-11-02", "2026-11-09T12:00", "candidate", "default")  # fmt: skip
     assert (args.source, args.run_id, args.report, args.top_k) == ("clickhouse", None, None, 20)
+    assert args.workers is None  # FUNDWATCH_BACKTEST_WORKERS decides
+    args = build_parser().parse_args(["backtest", "--from", "2026-11-02", "--to", "2026-11-03",
+                                      "--workers", "3"])  # fmt: skip
+    assert args.workers == 3
+
+
+def test_a_negative_worker_count_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(
+        ["backtest", "--from", "2026-11-02", "--to", "2026-11-03", "--workers", "-1"]
+    )
+    assert run_from_args(args, Settings()) == 2
+    assert "--workers" in capsys.readouterr().err
 
 
 def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

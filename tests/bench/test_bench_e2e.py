@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.backtest.run import backtest_workers
 from streams.bench.report import REQUIRED_KEYS
 from streams.config import Settings
 from streams.stack.topics import admin_client
@@ -55,6 +56,12 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
     assert packed["state"]["person"]["entities"] > 0 and packed["processor_eps"] > 0
     assert latest["bytes_per_person_objects"] > 0
     assert "fundwatch backtest" in latest["replay_note"] and latest["replay_eps"] > 0
+    # the replay on the configured processes (one per CPU), and in one for the scaling
+    workers = latest["replay_workers"]
+    assert workers == backtest_workers(Settings(), "kafka")
+    assert set(latest["replay_eps_by_workers"]) == {"1", str(workers)}
+    if workers > 1:
+        assert latest["replay_alerts_match_1"] is True
     assert "FundWatch bench" in proc.stdout
 
     leftovers = [

@@ -68,6 +68,8 @@ OPS = st.lists(
         st.tuples(st.just("del"), KEYS, st.none()),
         st.tuples(st.just("get"), KEYS, st.none()),
         st.tuples(st.just("drop"), st.integers(0, 2), st.none()),
+        st.tuples(st.just("pop"), KEYS, st.none()),
+        st.tuples(st.just("batch"), st.booleans(), st.none()),  # open / close `batch()`
     ),
     max_size=80,
 )
@@ -81,8 +83,22 @@ def test_a_packed_table_behaves_as_a_dict(
     """Also with detector "b" kept plain."""
     table = PackedTable(hot_groups=hot, train_samples=train, plain=plain)
     model: dict[str, Any] = {}
+    block = None
     for op, key, value in ops:
-        if op == "set":
+        if op == "batch":
+            if key and block is None:
+                block = table.batch()
+                block.__enter__()
+            elif not key and block is not None:
+                block.__exit__(None, None, None)
+                block = None
+                assert len(table._hot) <= hot  # cut back at the end of the batch
+        elif op == "pop":
+            assert repr(table.pop(key, "missing")) == repr(model.pop(key, "missing"))
+            if key not in model:
+                with pytest.raises(KeyError):
+                    table.pop(key)
+        elif op == "set":
             table[key] = value
             model[key] = value
         elif op == "del":
@@ -218,3 +234,26 @@ def test_the_worker_cli_chooses_the_state_form(monkeypatch: pytest.MonkeyPatch) 
         assert seen[-1].worker_state == expected
     with pytest.raises(SystemExit):
         parser.parse_args(["--state", "rocks"])
+
+
+def test_a_batch_keeps_its_groups_decoded_until_it_ends() -> None:
+    """A batch reads its states, then writes the changed ones back: within `batch()` the
+    write-back finds every group it read still decoded, whatever the hot set's size."""
+    table = PackedTable(hot_groups=2, train_samples=1_000)
+    keys = [f"0|person_det|P{i}" for i in range(10)]
+    for k in keys:
+        table[k] = {"n": 0}
+    with table.batch():
+        loads = table.loads
+        states = [table[k] for k in keys]  # read (some groups decoded again)
+        decoded = table.loads - loads
+        for k, state in zip(keys, states, strict=True):
+            table[k] = {"n": state["n"] + 1}  # written back: no group decoded again
+        assert table.loads - loads == decoded
+        assert len(table._hot) == len(keys)
+    assert len(table._hot) == 2  # cut back to the hot set's size
+    assert [table[k]["n"] for k in keys] == [1] * 10
+    packs = table.packs
+    for k in keys:  # outside a batch, a group pushed out is packed again when it changed
+        table[k] = {"n": 2}
+    assert table.packs > packs
