@@ -74,3 +74,19 @@ def start_sink_holding_store(env: dict[str, str], data_dir: Path) -> subprocess.
             raise AssertionError(f"the sink never owned the store: {sink.stderr.read()[-2000:]}")
         time.sleep(0.2)
     return sink
+
+
+def with_own_topics(settings: Settings, roles: Iterable[str], tag: str) -> Settings:
+    """`settings` with the topics of `roles` renamed `<role>-<tag>-<random>`: a test's own."""
+    import uuid
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(
+        update={
+            role: getattr(settings.topics, role).model_copy(
+                update={"name": f"{role}-{tag}-{suffix}"}
+            )
+            for role in roles
+        }
+    )
+    return settings.model_copy(update={"topics": topics})

@@ -26,7 +26,7 @@ from streams.simulator.output import produce_to_kafka, tee_labels
 from streams.sink.service import Sink
 from streams.stack.topics import ensure_topics
 from streams.store.client import Store
-from tests.kafka_helpers import drain
+from tests.kafka_helpers import drain, with_own_topics
 from tests.worker.test_worker_e2e import INPUT_ROLES, WorkerRun, recent_monday
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,17 +40,9 @@ RAISED = {"cross_institution_frequency", "card_burst"}  # what candidate.toml ch
 def week(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A tiny simulated week ending before today, produced to topics of its own."""
     tmp = tmp_path_factory.mktemp("backtest-e2e")
-    suffix = uuid.uuid4().hex[:8]
     roles = (*INPUT_ROLES, "sim_labels", "dead_letters")
-    inputs = kafka_settings.topics.model_copy(
-        update={
-            role: getattr(kafka_settings.topics, role).model_copy(
-                update={"name": f"{role}-bt-{suffix}"}
-            )
-            for role in roles
-        }
-    )
-    settings = kafka_settings.model_copy(update={"topics": inputs})
+    settings = with_own_topics(kafka_settings, roles, "bt")
+    inputs = settings.topics
     ensure_topics(settings, [getattr(inputs, r) for r in roles])
     start = recent_monday(DAYS)
     sim = Simulation(SimConfig(preset="tiny", seed=11, start_ms=start, days=DAYS))

@@ -6,7 +6,6 @@ fails or dies stops the run with an error instead of a hang."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +22,7 @@ from streams.simulator import SimConfig, Simulation
 from streams.simulator.output import produce_to_kafka
 from streams.stack.topics import ensure_topics
 from streams.worker.routing import INPUT_ROLES
+from tests.kafka_helpers import with_own_topics
 from tests.worker.test_worker_e2e import recent_monday
 
 pytestmark = pytest.mark.integration
@@ -36,16 +36,8 @@ BAD = 3  # undecodable records produced besides the world
 def world(kafka_settings: Settings) -> Iterator[dict]:
     """A tiny simulated world on input topics of its own (4 partitions), plus a few records
     no codec reads, which every way of judging must dead-letter alike."""
-    suffix = uuid.uuid4().hex[:8]
-    topics = kafka_settings.topics.model_copy(
-        update={
-            role: getattr(kafka_settings.topics, role).model_copy(
-                update={"name": f"{role}-par-{suffix}"}
-            )
-            for role in INPUT_ROLES
-        }
-    )
-    settings = kafka_settings.model_copy(update={"topics": topics})
+    settings = with_own_topics(kafka_settings, INPUT_ROLES, "par")
+    topics = settings.topics
     ensure_topics(settings, [getattr(topics, r) for r in INPUT_ROLES])
     start = recent_monday(DAYS)
     sim = Simulation(SimConfig(preset="tiny", seed=5, start_ms=start, days=DAYS))
