@@ -132,7 +132,7 @@ def judge_in_processes(
     log.info("backtest: judging on %d processes", workers)
     # what exists now (the registry, the configurations) is shared with the children: out of
     # the collector's sight, their collections do not touch (and so copy) its pages. (No
-    # collection first: over a big caller's heap, the benchmark's, it takes seconds.)
+    # collection first: it would walk the caller's whole heap, the benchmark's decoded world.)
     gc.freeze()
     try:
         for p in procs:

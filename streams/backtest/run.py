@@ -1,5 +1,6 @@
 """Run a backtest: read a range of history, judge it with a rule configuration (and a baseline)
-in-process, store the alerts and a run record, and compare (docs/backtest.md).
+in this process or on one process per CPU (`parallel`), store the alerts and a run record, and
+compare (docs/backtest.md).
 
 Isolation from the live pipeline: the detectors (the same objects a worker builds from the
 configuration) run in the worker's `BatchProcessor` over the in-memory state table the worker
@@ -249,11 +250,6 @@ class Replica:
     def take_feedback(self) -> list[SourceRecord]:
         feedback, self._feedback = self._feedback, []
         return feedback
-
-    @property
-    def pending(self) -> int:
-        """Repartitioned records not read yet."""
-        return len(self._feedback)
 
     def drain(self) -> None:
         """Process fed-back records until none are left (the repartition topics run dry)."""
