@@ -39,6 +39,7 @@ from models.alerts import Alert
 from models.reference import Registry
 from models.rules.config import RuleConfig
 from schemas.codec import Codec
+from streams.backtest.replica import MAX_DRAIN_ROUNDS, Replica, end_watermarks
 from streams.backtest.sources import Input, SourceStats, kafka_records
 from streams.config import Settings
 from streams.worker.processor import OutRecord, SourceRecord, WorkerStats
@@ -49,14 +50,14 @@ ROUND_RECORDS = 2_000
 """Input records a process reads per round (the worker's batch)."""
 SKEW_MS = 60 * 60_000
 """How far (event time) a process reads ahead of the slowest one still reading."""
-MAX_DRAIN_ROUNDS = 100
 PROGRESS_EVERY_S = 0.25
 
 
 @dataclass
-class Timing:
-    """Where a process's wall time went: reading Kafka, judging, exchanging with its peers
-    (sending, and waiting for the slower ones)."""
+class Work:
+    """What a process did: its rounds, where its wall time went (reading Kafka, judging,
+    exchanging with its peers: sending, and waiting for the slower ones), and the
+    end-of-range watermark records it judged."""
 
     read_s: float = 0.0
     judge_s: float = 0.0
@@ -84,6 +85,14 @@ def default_workers() -> int:
 
 def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
+
+
+def backtest_workers(settings: Settings, source: str) -> int:
+    """The processes a backtest judges on: `backtest_workers` (0: one per CPU) for a Kafka
+    source where processes can be forked; 1 otherwise (a ClickHouse source is one query)."""
+    if source != "kafka" or not can_fork():
+        return 1
+    return settings.backtest_workers or default_workers()
 
 
 def judge_in_processes(
@@ -201,8 +210,8 @@ def _collect(
                 if on_read is not None:
                     on_read(payload[0])
             elif kind == "done":
-                per_set, source_stats, t, marks = payload
-                results[i] = (per_set, marks)
+                per_set, source_stats, t = payload
+                results[i] = (per_set, t.end_marks)
                 log.info(
                     "backtest process %d: %d records in %d rounds; reading %.1fs, judging "
                     "%.1fs, exchanging with the others %.1fs", i, source_stats.read, t.rounds,
@@ -235,8 +244,6 @@ def _worker(
     registry: Registry,
     now: int,
 ) -> None:
-    from streams.backtest.run import Replica  # run imports this module
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
     try:
         src_stats = SourceStats()
@@ -251,11 +258,12 @@ def _worker(
         )
         report.send(("total", src_stats.total))
         replicas = [
-            Replica(rules, registry, settings, source.partitions, now) for rules in rule_sets
+            Replica.for_rules(rules, registry, settings, source.partitions, now)
+            for rules in rule_sets
         ]
-        times = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
+        work = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
         per_set = [(r.alerts, r.proc.stats) for r in replicas]
-        report.send(("done", per_set, src_stats, times, times.end_marks))
+        report.send(("done", per_set, src_stats, work))
     except BaseException:
         report.send(("error", traceback.format_exc()))
     finally:
@@ -269,15 +277,13 @@ def _rounds(
     workers: int,
     peers: dict[int, Connection],
     source: Input,
-    replicas: list[Any],
+    replicas: list[Replica],
     to_ms: int,
     report: Connection,
     read: list[int],
-) -> Timing:
+) -> Work:
     """The rounds of process `index` until no process has anything left to send."""
-    from streams.backtest.run import end_watermarks
-
-    times = Timing()
+    work = Work()
     records = source.records
     mine = [p for p in range(source.partitions) if p % workers == index]
     ends = [
@@ -285,7 +291,7 @@ def _rounds(
         for r in end_watermarks(source.topics, source.partitions, to_ms, Codec.default())
         if r.partition in mine
     ]
-    times.end_marks = len(ends)
+    work.end_marks = len(ends)
     horizon: int | None = None  # read up to this event time this round (None: no limit)
     waiting: SourceRecord | None = None  # the next record, read already (past the horizon)
     exhausted = ended = False
@@ -326,10 +332,10 @@ def _rounds(
         note = (position, ended, sent)
         t2 = time.perf_counter()
         inbound = _exchange(index, peers, outgoing, note)
-        times.read_s += t1 - t0
-        times.judge_s += t2 - t1
-        times.exchange_s += time.perf_counter() - t2
-        times.rounds += 1
+        work.read_s += t1 - t0
+        work.judge_s += t2 - t1
+        work.exchange_s += time.perf_counter() - t2
+        work.rounds += 1
         for k, rep in enumerate(replicas):
             for j in range(workers):  # in process order: deterministic offsets
                 if j == index:
@@ -351,7 +357,7 @@ def _rounds(
             reported, last_report = read[0], now
     if read[0] > reported:
         report.send(("read", read[0] - reported))
-    return times
+    return work
 
 
 def _exchange(

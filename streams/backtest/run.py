@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,16 +24,10 @@ from typing import Any, Literal
 from models.alerts import Alert
 from models.reference import Registry
 from models.rules.config import RuleConfig, load_rule_config
-from schemas.codec import Codec
 from streams.backtest import metrics
-from streams.backtest.parallel import (
-    Judged,
-    can_fork,
-    default_workers,
-    judge_in_processes,
-)
+from streams.backtest.parallel import Judged, backtest_workers, judge_in_processes
+from streams.backtest.replica import Replica, judge
 from streams.backtest.sources import (
-    Input,
     SourceStats,
     clickhouse_records,
     kafka_records,
@@ -43,9 +37,7 @@ from streams.config import Settings
 from streams.privacy import Pseudonymizer
 from streams.sink.rows import Lineage, alert_rows
 from streams.store.client import Store
-from streams.worker.processor import BatchProcessor, OutRecord, SourceRecord
-from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES, partition_of
-from streams.worker.state_table import batch_of, make_state_table
+from streams.worker.routing import INPUT_ROLES
 
 log = logging.getLogger(__name__)
 Source = Literal["kafka", "clickhouse"]
@@ -174,131 +166,6 @@ def load_reviews(store: Store | None) -> dict[str, str]:
     return {r[0]: r[1] for r in rows if r[1] in ("confirmed", "rejected")}
 
 
-class Replica:
-    """The worker's batch logic (`BatchProcessor`: stages per partition, reorder buffers,
-    repartitioning, watermarks) over the worker's in-memory state table, with the repartitioned
-    records fed back in-process instead of through Kafka. The same objects and order as a live
-    worker, so the same alerts, including those of detectors whose state is per partition (the
-    online peer models see each partition's sample of the peers)."""
-
-    def __init__(
-        self, rules: RuleConfig, registry: Registry, settings: Settings, partitions: int, now: int
-    ) -> None:
-        self.table = make_state_table(settings)  # as the worker keeps it
-        self.proc = BatchProcessor(
-            rules.build(registry),
-            self.table,
-            settings.allowed_lateness_ms,
-            partitions=partitions,
-            now_ms=lambda: None,  # no wall-clock check: history is in the past by definition
-        )
-        self.partitions = partitions
-        self.now = now
-        self.alerts: dict[str, Alert] = {}  # by id: copies of one finding count once, as stored
-        self._feedback: list[SourceRecord] = []
-        self._offsets: dict[tuple[str, int], int] = {}
-
-    def process(self, records: list[SourceRecord]) -> None:
-        """A batch: the records repartitioned by the previous one first, then `records`."""
-        outs = self.run_batch(self.take_feedback() + records)
-        self.feed(outs)
-
-    def run_batch(self, records: list[SourceRecord]) -> list[OutRecord]:
-        """Judge a batch, keep its alerts, write its changed states; return its repartitioned
-        records, each with the partition the worker's producer would give it."""
-        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
-            batch = self.proc.process(records)
-            for _, key, state in self.proc.dirty_state():
-                if state is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = state
-        for item in batch.results:
-            if isinstance(item, Alert):
-                item.detected_at = self.now  # the run's start, not the wall clock per alert
-                self.alerts.setdefault(item.alert_id, item)
-        outs = []
-        for out in batch.out:
-            if out.role in REPARTITION_ROLES:
-                if out.partition is None:  # where the worker's producer would put the key
-                    out.partition = partition_of(out.key, self.partitions)
-                outs.append(out)
-        return outs
-
-    def feed(self, outs: Iterable[OutRecord]) -> None:
-        """Repartitioned records to read in the next batch, at the next offsets of their
-        partitions, as a consumer of the repartition topics would."""
-        offsets, feedback = self._offsets, self._feedback
-        for out in outs:
-            part = out.partition
-            assert part is not None
-            off = offsets.get((out.role, part), 0)
-            offsets[(out.role, part)] = off + 1
-            feedback.append(
-                SourceRecord(
-                    out.role,
-                    out.role,
-                    part,
-                    off,
-                    out.key,
-                    out.value,
-                    out.timestamp_ms,
-                    origin=out.origin,
-                )
-            )
-
-    def take_feedback(self) -> list[SourceRecord]:
-        feedback, self._feedback = self._feedback, []
-        return feedback
-
-    def drain(self) -> None:
-        """Process fed-back records until none are left (the repartition topics run dry)."""
-        for _ in range(100):
-            if not self._feedback:
-                return
-            self.process([])
-        raise RuntimeError("backtest: repartitioned records do not settle")
-
-
-def end_watermarks(
-    topics: Mapping[str, str], partitions: int, time_ms: int, codec: Codec
-) -> list[SourceRecord]:
-    """A Watermark record at the end of the range on every input partition: the input is
-    complete up to `--to`, so every stage moves to `to` − allowed lateness and the timers due by
-    then fire, as in a worker that has read up to `--to`."""
-    value = codec.encode("Watermark", {"source": "backtest", "watermark_time": time_ms})
-    return [
-        SourceRecord(role, name, p, 2**62, b"__watermark__", value, time_ms)
-        for role, name in topics.items()
-        for p in range(partitions)
-    ]
-
-
-def judge(source: Input, replicas: Sequence[Replica], end_ms: int, batch_size: int = 2_000) -> None:
-    """Every record through every replica (one read of the input), in batches as a worker
-    takes them, then the end-of-range watermarks."""
-    batch: list[SourceRecord] = []
-    for rec in source.records:
-        batch.append(rec)
-        if len(batch) >= batch_size:
-            for r in replicas:
-                r.process(batch)
-            batch = []
-    codec = Codec.default()
-    batch.extend(end_watermarks(source.topics, source.partitions, end_ms, codec))
-    for r in replicas:
-        r.process(batch)
-        r.drain()
-
-
-def backtest_workers(settings: Settings, source: str) -> int:
-    """The processes a backtest judges on: `backtest_workers` (0: one per CPU) for a Kafka
-    source where processes can be forked; 1 otherwise (a ClickHouse source is one query)."""
-    if source != "kafka" or not can_fork():
-        return 1
-    return settings.backtest_workers or default_workers()
-
-
 def judge_here(
     settings: Settings,
     spec: BacktestSpec,
@@ -313,13 +180,17 @@ def judge_here(
     """Judge the range in this process: one read of the input, a `Replica` per rule set."""
     if spec.source == "kafka":
         source = kafka_records(settings, spec.from_ms, spec.to_ms, stats, on_read)
-    elif spec.source == "clickhouse" and store is not None:
+    elif spec.source == "clickhouse":
+        if store is None:
+            raise ValueError("a ClickHouse-sourced backtest needs the store")
         source = clickhouse_records(settings, store, spec.from_ms, spec.to_ms, stats, on_read)
     else:
         raise ValueError(f"unknown source {spec.source!r} (kafka or clickhouse)")
     if on_total is not None:
         on_total(stats.total)
-    replicas = [Replica(rules, registry, settings, source.partitions, now) for rules in rule_sets]
+    replicas = [
+        Replica.for_rules(rules, registry, settings, source.partitions, now) for rules in rule_sets
+    ]
     judge(source, replicas, spec.to_ms)
     marks = len(source.topics) * source.partitions
     return [Judged(r.alerts, r.proc.stats, marks) for r in replicas]

@@ -26,12 +26,10 @@ from streams.config import Settings
 from streams.worker.processor import BatchProcessor, SourceRecord
 from streams.worker.routing import (
     INPUT_ROLES,
-    REPARTITION_ROLES,
     STAGE_OF_DETECTOR,
     TOPIC_OF_SCHEMA,
-    partition_of,
 )
-from streams.worker.state_table import PackedTable, batch_of, encode_state
+from streams.worker.state_table import PackedTable, encode_state
 
 Event = dict[str, Any]
 
@@ -447,53 +445,29 @@ def run_processor(
     partitions: int = 4,
     table: MutableMapping[str, Any] | None = None,
 ) -> ProcessorResult:
-    """`BatchProcessor` as the worker drives it, without Kafka or faust: batches of input
-    records, the repartitioned records fed back in the next batch, and the changed states
-    written to the table (a dict, or the `PackedTable` given) after each batch, encoded as
-    the transactional worker encodes them (`encode_state`; their size is the changelog
+    """`BatchProcessor` as the worker drives it, without Kafka (the backtest's `Replica`):
+    batches of input records, the repartitioned records fed back in the next batch, and the
+    changed states written to the table (a dict, or the `PackedTable` given) after each
+    batch, sized as the transactional worker encodes them (`encode_state`: the changelog
     traffic). A packed table's state figures are measured at the end (`ProcessorResult.state`)."""
+    from streams.backtest.replica import Replica
+
     table = table if table is not None else {}
     proc = BatchProcessor(all_detectors(registry), table, partitions=partitions)
-    offsets: dict[tuple[str, int], int] = {}
-    feedback: list[SourceRecord] = []
-    i = 0
     written = writes = 0
+
+    def count(key: str, state: Any) -> None:  # what the worker's changelog would carry
+        nonlocal written, writes
+        writes += 1
+        written += len(key) + 2 + (0 if state is None else len(encode_state(state)))
+
+    replica = Replica(proc, partitions, 0, on_write=count)
     _freeze()
     c0 = time.process_time()
     t0 = time.perf_counter()
-    while i < len(raw) or feedback:
-        with batch_of(table):  # as the worker writes a batch's states back
-            records = feedback + raw[i : i + batch_size]
-            i += batch_size
-            batch = proc.process(records)
-            feedback = []
-            for out in batch.out:
-                if out.role in REPARTITION_ROLES:
-                    p = out.partition
-                    if p is None:  # where the worker's producer would put the key
-                        p = partition_of(out.key, partitions)
-                    off = offsets.get((out.role, p), 0)
-                    offsets[(out.role, p)] = off + 1
-                    feedback.append(
-                        SourceRecord(
-                            out.role,
-                            out.role,
-                            p,
-                            off,
-                            out.key,
-                            out.value,
-                            out.timestamp_ms,
-                            origin=out.origin,
-                        )
-                    )
-            for _, key, state in proc.dirty_state():
-                writes += 1
-                if state is None:
-                    table.pop(key, None)
-                    written += len(key) + 2
-                else:
-                    table[key] = state
-                    written += len(key) + 2 + len(encode_state(state))  # as the worker
+    for i in range(0, len(raw), batch_size):
+        replica.process(raw[i : i + batch_size])
+    replica.drain()
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     gc.unfreeze()
@@ -513,9 +487,12 @@ def run_processor(
 class BacktestEngineResult:
     events: int
     elapsed_s: float
-    alerts: int
+    alert_ids: frozenset[str]
     workers: int = 1
-    alert_ids: frozenset[str] = frozenset()
+
+    @property
+    def alerts(self) -> int:
+        return len(self.alert_ids)
 
     @property
     def eps(self) -> float:
@@ -529,8 +506,8 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
     clock runs from the start of the read (consumers, their metadata, the processes) to the
     merged alerts."""
     from models.rules.config import load_rule_config
-    from streams.backtest.parallel import judge_in_processes
-    from streams.backtest.run import BacktestSpec, backtest_workers, judge_here
+    from streams.backtest.parallel import backtest_workers, judge_in_processes
+    from streams.backtest.run import BacktestSpec, judge_here
     from streams.backtest.sources import SourceStats
 
     rules = load_rule_config(settings.rules_config)
@@ -544,6 +521,4 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
         [judged] = judge_here(settings, spec, None, [rules], registry, stats, 0)
     elapsed = time.perf_counter() - t0
     events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
-    return BacktestEngineResult(
-        events, elapsed, len(judged.alerts), workers, frozenset(judged.alerts)
-    )
+    return BacktestEngineResult(events, elapsed, frozenset(judged.alerts), workers)

@@ -14,8 +14,9 @@ from confluent_kafka import Producer
 from models.reference import Registry
 from models.rules.config import load_rule_config
 from streams.backtest import parallel
-from streams.backtest.parallel import Judged, judge_in_processes
-from streams.backtest.run import BacktestSpec, Replica, backtest_workers, judge_here
+from streams.backtest.parallel import Judged, backtest_workers, judge_in_processes
+from streams.backtest.replica import Replica
+from streams.backtest.run import BacktestSpec, judge_here
 from streams.backtest.sources import SourceStats, kafka_records
 from streams.config import Settings
 from streams.simulator import SimConfig, Simulation

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.backtest.run import backtest_workers
+from streams.backtest.parallel import backtest_workers
 from streams.bench.report import REQUIRED_KEYS
 from streams.config import Settings
 from streams.stack.topics import admin_client
