@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         description="processes a Kafka-sourced backtest judges on, each reading its share of "
         "the partitions (docs/backtest.md); 0: one per CPU; 1: in the calling process",
     )
+    backtest_state: Literal["objects", "packed"] = Field(
+        default="objects",
+        description="how a backtest holds detector state: objects (Python objects, about "
+        "3.6 KB per tracked person, never written back: the fastest) or packed (as the worker "
+        "does, about 280 B per person, for a history whose population does not fit in memory; "
+        "about 1.3x the CPU); docs/backtest.md",
+    )
     rules_config: str = Field(
         default="default",
         description="rule configuration the worker runs: a name in models/rules/configs/ "

@@ -42,6 +42,7 @@ from schemas.codec import Codec
 from streams.backtest.replica import MAX_DRAIN_ROUNDS, Replica, end_watermarks
 from streams.backtest.sources import Input, SourceStats, kafka_records
 from streams.config import Settings
+from streams.worker.build import replay_gc
 from streams.worker.processor import OutRecord, SourceRecord, WorkerStats
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,8 @@ def _worker(
             Replica.for_rules(rules, registry, settings, source.partitions, now)
             for rules in rule_sets
         ]
-        work = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
+        with replay_gc():
+            work = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
         per_set = [(r.alerts, r.proc.stats) for r in replicas]
         report.send(("done", per_set, src_stats, work))
     except BaseException:

@@ -14,9 +14,9 @@ from models.rules.config import RuleConfig
 from schemas.codec import Codec
 from streams.backtest.sources import Input
 from streams.config import Settings
-from streams.worker.processor import BatchProcessor, OutRecord, SourceRecord
+from streams.worker.processor import Batch, BatchProcessor, OutRecord, SourceRecord
 from streams.worker.routing import REPARTITION_ROLES, partition_of
-from streams.worker.state_table import batch_of, make_state_table
+from streams.worker.state_table import PackedTable, batch_of, make_state_table
 
 MAX_DRAIN_ROUNDS = 100
 """Batches of repartitioned records alone after the input ends, before giving up."""
@@ -43,6 +43,9 @@ class Replica:
         self.partitions = partitions
         self.now = now
         self.on_write = on_write
+        # a plain table nobody reads again (no changelog to size): the processor's caches hold
+        # every state, and writing them back would only copy references
+        self.write_back = on_write is not None or isinstance(proc.table, PackedTable)
         self.alerts: dict[str, Alert] = {}  # by id: copies of one finding count once, as stored
         self._feedback: list[SourceRecord] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -51,13 +54,17 @@ class Replica:
     def for_rules(
         cls, rules: RuleConfig, registry: Registry, settings: Settings, partitions: int, now: int
     ) -> Replica:
-        """A configuration's detectors over the state table the worker keeps."""
+        """A configuration's detectors over a state table as `settings.backtest_state` says
+        (the worker's, or plain objects)."""
+        form = settings.model_copy(update={"worker_state": settings.backtest_state})
+        table = make_state_table(form)
         proc = BatchProcessor(
             rules.build(registry),
-            make_state_table(settings),
+            table,
             settings.allowed_lateness_ms,
             partitions=partitions,
             now_ms=lambda: None,  # no wall-clock check: history is in the past by definition
+            checkpoints=False,  # a replay never restarts from its table
         )
         return cls(proc, partitions, now)
 
@@ -67,18 +74,14 @@ class Replica:
         self.feed(outs)
 
     def run_batch(self, records: list[SourceRecord]) -> list[OutRecord]:
-        """Judge a batch, keep its alerts, write its changed states; return its repartitioned
-        records, each with the partition the worker's producer would give it."""
-        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
+        """Judge a batch, keep its alerts, write its changed states back (if anything reads
+        them: `write_back`); return its repartitioned records, each with the partition the
+        worker's producer would give it."""
+        if not self.write_back:
             batch = self.proc.process(records)
-            on_write = self.on_write
-            for _, key, state in self.proc.dirty_state():
-                if on_write is not None:
-                    on_write(key, state)
-                if state is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = state
+            self.proc.forget_dirty()
+        else:
+            batch = self._process_and_write(records)
         for item in batch.results:
             if isinstance(item, Alert):
                 item.detected_at = self.now  # the run's start, not the wall clock per alert
@@ -90,6 +93,19 @@ class Replica:
                     out.partition = partition_of(out.key, self.partitions)
                 outs.append(out)
         return outs
+
+    def _process_and_write(self, records: list[SourceRecord]) -> Batch:
+        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
+            batch = self.proc.process(records)
+            on_write = self.on_write
+            for _, key, state in self.proc.dirty_state():
+                if on_write is not None:
+                    on_write(key, state)
+                if state is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = state
+        return batch
 
     def feed(self, outs: Iterable[OutRecord]) -> None:
         """Repartitioned records to read in the next batch, at the next offsets of their

@@ -37,6 +37,7 @@ from streams.config import Settings
 from streams.privacy import Pseudonymizer
 from streams.sink.rows import Lineage, alert_rows
 from streams.store.client import Store
+from streams.worker.build import replay_gc
 from streams.worker.routing import INPUT_ROLES
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,8 @@ def judge_here(
     replicas = [
         Replica.for_rules(rules, registry, settings, source.partitions, now) for rules in rule_sets
     ]
-    judge(source, replicas, spec.to_ms)
+    with replay_gc():
+        judge(source, replicas, spec.to_ms)
     marks = len(source.topics) * source.partitions
     return [Judged(r.alerts, r.proc.stats, marks) for r in replicas]
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 from models.aggregates import InstitutionHourAggregator
@@ -27,9 +28,30 @@ collections and 7.6 s, the same alerts. The state holds no reference cycles wort
 sooner (plain dicts and lists), so the memory cost is the young objects of one batch."""
 
 
+REPLAY_GC_THRESHOLDS = (5_000_000, 100, 1_000)
+"""The collector's thresholds while a backtest judges (`replay_gc`): a batch job, where a long
+pause costs nothing and throughput is the point. Objects that die young are freed by their
+reference counts whatever the thresholds; a young collection only walks the ones still alive,
+the state a batch creates, again and again. On the city day (objects, one process) the
+collector took 2.8 s of the 22.3 s judging with GC_THRESHOLDS and under 0.1 s with these
+(19.4 s, the same alerts, the same peak RSS); a full collection after the run found 30
+unreachable objects."""
+
+
 def tune_gc() -> None:
     """Collect less often (GC_THRESHOLDS), for the event-judging processes."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextmanager
+def replay_gc() -> Iterator[None]:
+    """REPLAY_GC_THRESHOLDS for the block (a backtest's judging), the thresholds before after."""
+    before = gc.get_threshold()
+    gc.set_threshold(*REPLAY_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def load_registry(settings: Settings) -> Registry:

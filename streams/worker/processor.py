@@ -208,6 +208,13 @@ class CachedState:
         if self.per_batch:
             cache.clear()
 
+    def forget_dirty(self) -> None:
+        """Drop the record of what changed: nothing is written back, so only a cache that
+        keeps every state (not `per_batch`) may."""
+        if self.per_batch:
+            raise RuntimeError("a per-batch cache must write its states back")
+        self._dirty.clear()
+
     def cached_keys(self) -> int:
         return len(self._cache)
 
@@ -224,12 +231,15 @@ class BatchProcessor:
         partitions: int = 4,
         now_ms: Callable[[], int | None] = wall_clock_ms,
         start_offset: Callable[[str, int], int | None] | None = None,
+        checkpoints: bool = True,
     ) -> None:
         """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
         partition (its committed offset, or the log start); given, each source's records are
         judged in offset order without a gap (`_in_offset_order`): the live worker. The
         backtest's raw-table source gives offsets in event-time order with gaps (watermarks,
-        dead letters), and replays never rebalance."""
+        dead letters), and replays never rebalance. `checkpoints=False`: `dirty_state` writes
+        no progress records (a backtest never restarts from its table)."""
+        self.checkpoints = checkpoints
         self.codec = codec or Codec.default()
         self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
@@ -511,6 +521,9 @@ class BatchProcessor:
         for partition, store in self.stores.items():
             for table_key, state in store.drain():
                 yield partition, table_key, state
+        if not self.checkpoints:
+            self._batch_partitions.clear()
+            return
         for partition in sorted(self._batch_partitions):
             if partition not in self.stores:
                 continue
@@ -518,6 +531,13 @@ class BatchProcessor:
             if checkpoint != self._written.get(partition):
                 self._written[partition] = checkpoint
                 yield partition, f"{partition}|{PROGRESS}|", checkpoint
+        self._batch_partitions.clear()
+
+    def forget_dirty(self) -> None:
+        """End a batch without writing anything back: for a table that is never read again
+        (a backtest over plain objects, whose `CachedState`s hold every state already)."""
+        for store in self.stores.values():
+            store.forget_dirty()
         self._batch_partitions.clear()
 
     # -- records ----------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""A backtest's `Replica` over plain objects keeps its states in the processor's caches and
+writes nothing back (no table, no checkpoints); over the worker's packed table it writes them
+back, still without checkpoints; both judge alike. The judging runs under the replay's
+collector thresholds, and the caller's thresholds come back after it."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from models.rules.config import load_rule_config
+from schemas.codec import Codec
+from streams.backtest.replica import Replica, judge
+from streams.backtest.sources import Input
+from streams.config import Settings
+from streams.simulator import SimConfig, Simulation
+from streams.worker.build import REPLAY_GC_THRESHOLDS, replay_gc
+from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.routing import INPUT_ROLES, partition_of
+from streams.worker.state_table import PROGRESS, PackedTable
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def world() -> dict:
+    """Two days of the tiny world as the records a Kafka source would give, in time order."""
+    sim = Simulation(SimConfig(preset="tiny", seed=11, start_ms=1_795_000_000_000, days=2))
+    codec = Codec.default()
+    offsets: dict[tuple[str, int], int] = {}
+    records = []
+    for rec in sim.records():
+        if rec.topic not in INPUT_ROLES:
+            continue  # the simulator's labels
+        partition = partition_of(rec.key.encode(), PARTITIONS)
+        offset = offsets[(rec.topic, partition)] = offsets.get((rec.topic, partition), -1) + 1
+        value = codec.encode(rec.schema, rec.record)
+        key = rec.key.encode()
+        records.append(
+            SourceRecord(rec.topic, rec.topic, partition, offset, key, value, rec.timestamp_ms)
+        )
+    return {"registry": sim.world.registry(), "records": records}
+
+
+def _judge(world: dict, state: str) -> Replica:
+    settings = Settings(backtest_state=state)
+    rules = load_rule_config("default")
+    replica = Replica.for_rules(rules, world["registry"], settings, PARTITIONS, 0)
+    source = Input(iter(world["records"]), PARTITIONS, {r: r for r in INPUT_ROLES})
+    end = max(r.timestamp_ms for r in world["records"]) + 86_400_000
+    judge(source, [replica], end)
+    return replica
+
+
+def test_objects_are_kept_in_the_caches_and_never_written_back(world: dict) -> None:
+    replica = _judge(world, "objects")
+    assert not replica.write_back
+    assert replica.table == {}  # nothing written back, not even a checkpoint
+    cached = sum(store.cached_keys() for store in replica.proc.stores.values())
+    assert cached > 100  # the states live in the processor's caches
+    assert len(replica.alerts) > 5
+
+
+def test_packed_states_are_written_back_without_checkpoints(world: dict) -> None:
+    replica = _judge(world, "packed")
+    assert replica.write_back
+    assert isinstance(replica.table, PackedTable)
+    keys = list(replica.table)
+    assert len(keys) > 100
+    assert not any(k.split("|")[1] == PROGRESS for k in keys)  # a replay never restarts
+
+
+def test_both_state_forms_judge_alike(world: dict) -> None:
+    objects, packed = _judge(world, "objects"), _judge(world, "packed")
+    assert set(objects.alerts) == set(packed.alerts)
+    for alert_id, alert in objects.alerts.items():
+        assert alert.to_record() == packed.alerts[alert_id].to_record()
+    assert objects.proc.stats.processed == packed.proc.stats.processed
+    assert sum(objects.proc.stats.processed[r] for r in INPUT_ROLES) > 1_000
+
+
+def test_a_per_batch_cache_refuses_to_forget_its_changes() -> None:
+    proc = BatchProcessor([], PackedTable(), partitions=1, now_ms=lambda: None)
+    proc._open_partition(0)
+    proc.stores[0].put("card_burst", "p1", {"n": 1})
+    with pytest.raises(RuntimeError, match="must write its states back"):
+        proc.forget_dirty()
+
+
+def test_checkpoints_are_written_unless_turned_off(world: dict) -> None:
+    for checkpoints, expected in ((True, True), (False, False)):
+        proc = BatchProcessor([], {}, partitions=PARTITIONS, now_ms=lambda: None,
+                              checkpoints=checkpoints)  # fmt: skip
+        proc.process(world["records"][:50])
+        written = [key for _, key, _ in proc.dirty_state()]
+        assert any(PROGRESS in key for key in written) is expected
+
+
+def test_replay_gc_sets_and_restores_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(1_234, 5, 6)
+        with replay_gc():
+            assert gc.get_threshold() == REPLAY_GC_THRESHOLDS
+        assert gc.get_threshold() == (1_234, 5, 6)
+        with pytest.raises(ValueError), replay_gc():
+            raise ValueError("a failing judge")
+        assert gc.get_threshold() == (1_234, 5, 6)
+    finally:
+        gc.set_threshold(*before)
