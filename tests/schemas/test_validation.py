@@ -618,3 +618,25 @@ def test_odd_valid_events_pass_the_codec(case: tuple[str, Record]) -> None:
     assume(reason(schema, record) is None)
     codec = Codec.default()
     assert codec.decode(codec.encode(schema, record), expect=schema) == record
+
+
+def test_remembered_codes_do_not_let_a_bad_one_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes that matched are remembered (a set lookup instead of a regular expression): a
+    code that does not match is still rejected, before and after the memory is full, and a
+    value that is not a string is never looked up as one."""
+    from schemas import validation
+
+    for pattern in validation._MATCHED:
+        monkeypatch.setitem(validation._MATCHED, pattern, set())
+    monkeypatch.setattr(validation, "MATCHED_LIMIT", 2)
+    good = settlement()
+    for _ in range(2):
+        assert reason(S, good) is None
+    assert good["institution_id"] in validation._MATCHED[validation._INSTITUTION]
+    for inst in (good["institution_id"] + "0", good["institution_id"][:-1] + "x", 12345):
+        assert reason(S, {**good, "institution_id": inst}) == "bad_code", inst
+    region = good["region_code"]
+    many = [settlement(institution_id=f"H{region}{i:06d}") for i in range(5)]
+    assert all(reason(S, r) is None for r in many)
+    assert len(validation._MATCHED[validation._INSTITUTION]) == 2  # bounded
+    assert reason(S, {**good, "institution_id": "H" + "1" * 11}) == "bad_code"
