@@ -26,7 +26,6 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
 from typing import Any
 
 from models.alerts import Alert
@@ -433,10 +432,10 @@ class BatchProcessor:
         # per topic: held offset -> the stages it still waits in, and its role
         waiting: dict[str, dict[int, tuple[list[str], str]]] = {}
         for stage in self.stages:
-            for order, _, held_rec in self.buffers.get((stage, partition), ()):
+            for t, _, _, _, held_rec in self.buffers.get((stage, partition), ()):
                 rec = held_rec.rec
-                if order[0] < oldest.get(rec.role, -NEVER):
-                    oldest[rec.role] = order[0]
+                if t < oldest.get(rec.role, -NEVER):
+                    oldest[rec.role] = t
                 by_offset = waiting.setdefault(rec.topic, {})
                 entry = by_offset.get(rec.offset)
                 if entry is None:
@@ -614,9 +613,10 @@ class BatchProcessor:
             if offsets is None:
                 offsets = held_offsets[(rec.topic, rec.partition)] = set()
             offsets.add(rec.offset)
-            order = (event["event_time"], event["_topic"], event["event_id"])
+            # judged in (event time, topic, event id) order; `seq` keeps the sort off `held`
+            entry = (event["event_time"], event["_topic"], event["event_id"], next(seq), held)
             for stage in stages:
-                heappush(buffer_of(stage, rec.partition), (order, next(seq), held))
+                buffer_of(stage, rec.partition).append(entry)
                 touched.add((stage, rec.partition))
         for stage, partition in sorted(touched):
             self._release(stage, partition, batch)
@@ -735,41 +735,51 @@ class BatchProcessor:
         judge, results_extend, done_append = ds.process, batch.results.extend, batch.done.append
         held_offsets, processed = self._held_offsets, self.stats.processed
         lateness, advance = self.lateness, ds.advance
-        while buf and buf[0][0][0] < frontier:
-            (t, _, _), _, held = heappop(buf)
-            rec = held.rec
-            event = held.event
-            key = (event["event_id"], event.get("_route"))
-            if key in seen:
-                held.duplicate = True  # the same event delivered again: judged once
-            else:
-                seen[key] = t
-                order.append((t, key))
-            if not held.failed and not held.duplicate:
-                if t - lateness > ds.watermark_ms:
-                    # the timers due before this event fire first: a timer sees the events
-                    # up to its deadline + lateness, however the batches cut the stream
-                    results_extend(advance(t - lateness))
-                try:
-                    results_extend(judge(event))
-                except Exception as exc:  # a detector bug must not stop the worker
-                    log.exception(
-                        "detector failure on %s[%d]@%d", rec.topic, rec.partition, rec.offset
-                    )
-                    held.failed = True
-                    batch.out.append(
-                        self._dead_letter(rec, "detector_error", f"{type(exc).__name__}: {exc}")
-                    )
-            held.pending -= 1
-            if held.pending == 0:
-                done_append(rec.ref)
-                offsets = held_offsets.get((rec.topic, rec.partition))
-                if offsets is not None:
-                    offsets.discard(rec.offset)
-                if held.duplicate:
-                    self.stats.duplicates[rec.role] += 1
-                elif not held.failed:
-                    processed[rec.role] += 1
+        # a buffer is a list sorted here, once per batch (its events arrive nearly in order:
+        # a sort of the new ones, in C, is cheaper than a heap push and pop per event)
+        buf.sort()
+        released = 0
+        try:
+            for t, _, _, _, held in buf:
+                if t >= frontier:
+                    break
+                released += 1
+                rec = held.rec
+                event = held.event
+                key = (event["event_id"], event.get("_route"))
+                if key in seen:
+                    held.duplicate = True  # the same event delivered again: judged once
+                else:
+                    seen[key] = t
+                    order.append((t, key))
+                if not held.failed and not held.duplicate:
+                    if t - lateness > ds.watermark_ms:
+                        # the timers due before this event fire first: a timer sees the events
+                        # up to its deadline + lateness, however the batches cut the stream
+                        results_extend(advance(t - lateness))
+                    try:
+                        results_extend(judge(event))
+                    except Exception as exc:  # a detector bug must not stop the worker
+                        log.exception(
+                            "detector failure on %s[%d]@%d", rec.topic, rec.partition,
+                            rec.offset,
+                        )  # fmt: skip
+                        held.failed = True
+                        batch.out.append(
+                            self._dead_letter(rec, "detector_error", f"{type(exc).__name__}: {exc}")
+                        )
+                held.pending -= 1
+                if held.pending == 0:
+                    done_append(rec.ref)
+                    offsets = held_offsets.get((rec.topic, rec.partition))
+                    if offsets is not None:
+                        offsets.discard(rec.offset)
+                    if held.duplicate:
+                        self.stats.duplicates[rec.role] += 1
+                    elif not held.failed:
+                        processed[rec.role] += 1
+        finally:
+            del buf[:released]
         wm = frontier - self.lateness
         if wm > ds.watermark_ms:
             batch.results.extend(ds.advance(wm))
@@ -823,13 +833,13 @@ class BatchProcessor:
             return "nothing held"
         parts = []
         for stage in self.stages:
-            for order, _, held in self.buffers.get((stage, partition), ()):
+            for t, _, _, _, held in self.buffers.get((stage, partition), ()):
                 if held.rec.topic == topic and held.rec.offset == low:
                     channels = ", ".join(
                         f"{c}={self._describe_channel(c, partition)}"
                         for c in CHANNELS_OF_STAGE[stage]
                     )
-                    parts.append(f"stage {stage} waits for event time {order[0]} ({channels})")
+                    parts.append(f"stage {stage} waits for event time {t} ({channels})")
         return "; ".join(parts) or f"offset {low} is in no reorder buffer"
 
     def _describe_channel(self, role: str, partition: int) -> str:

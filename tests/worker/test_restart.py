@@ -462,8 +462,8 @@ def test_a_record_judged_by_one_stage_and_held_by_another_is_judged_once_per_sta
     # only partition 0's inputs: the doctor stage's by_doctor channel has no promise yet
     batch = first.process(records("settlement", 400) + records("face_verify", 400))
     deliver(batch, first, log, table)
-    in_person = {h.rec.offset for _, _, h in first.buffers.get(("person", 0), ())}
-    in_doctor = {h.rec.offset for _, _, h in first.buffers.get(("doctor", 0), ())}
+    in_person = {entry[-1].rec.offset for entry in first.buffers.get(("person", 0), ())}
+    in_doctor = {entry[-1].rec.offset for entry in first.buffers.get(("doctor", 0), ())}
     judged_by_person_only = sorted(in_doctor - in_person)
     assert judged_by_person_only, "no face check was judged by one stage and held by the other"
     saved = table[f"0|{processor_module.PROGRESS}|"]["src"]["face_verify"]
@@ -486,6 +486,6 @@ def test_a_record_judged_by_one_stage_and_held_by_another_is_judged_once_per_sta
     second.process(again)
     codec = Codec.default()
     ids = {codec.decode(again[o].value)["event_id"] for o in judged_by_person_only}
-    doctor = {h.rec.offset for _, _, h in second.buffers.get(("doctor", 0), ())}
+    doctor = {entry[-1].rec.offset for entry in second.buffers.get(("doctor", 0), ())}
     assert set(judged_by_person_only) <= doctor  # the doctor stage still has them to judge
     assert not ids & set(judged_by_person)  # the person stage does not judge them again
