@@ -135,6 +135,9 @@ class DetectorSet:
         """Move the watermark forward without an event (idle partitions), firing due timers."""
         if watermark_ms > self._wm:
             self._wm = watermark_ms
+        heap = self._heap
+        if not heap or heap[0][0] > self._wm:
+            return []  # nothing due (the common case: the stages advance before each event)
         return self._stamp(self._run_timers(self._wm), False)
 
     def flush(self) -> list[Alert]:

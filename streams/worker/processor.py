@@ -48,6 +48,8 @@ from streams.worker.state_table import PROGRESS, PackedTable, partition_items
 log = logging.getLogger(__name__)
 
 _DELETED = object()
+_FRESH: tuple[bool, bool, None] = (False, False, None)
+"""`_seen_before` of a record no process has read before."""
 NEVER = -(2**62)
 FORWARDED_CACHE = 20_000
 """Decoded events of the latest forwarded records, by value bytes (see `_remember_forwarded`)."""
@@ -558,12 +560,16 @@ class BatchProcessor:
             self._batch_partitions, self._forwarded_roles, self._seq
         )  # fmt: skip
         out_append = batch.out.append
+        # what was read before a restart matters only to a processor that checkpoints or was
+        # restored from one (not to a backtest's)
+        restartable = self.checkpoints or self.start_offset is not None or bool(self._restored)
         for rec in ordered:
             if rec.partition not in stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
+                restartable = restartable or bool(self._restored)
             read[rec.role] += 1
             batch_partitions.add(rec.partition)
-            forwarded, replay, waiting = self._seen_before(rec)
+            forwarded, replay, waiting = self._seen_before(rec) if restartable else _FRESH
             try:
                 event = self._decode(rec)
             except _Rejected as exc:
