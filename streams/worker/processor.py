@@ -873,10 +873,22 @@ class BatchProcessor:
         """Keep the decoded event of a record just forwarded: its copies usually come back to
         this process within a batch or two, and need not be decoded again (the bytes are the
         same, so the event is). Bounded, oldest first out; a miss decodes as usual."""
+        # as decoded, whatever a detector does to its own copy
+        self.remember_forwarded(value, dict(event))
+
+    def remember_forwarded(self, value: bytes, event: dict[str, Any]) -> None:
+        """Keep `event` (the cache's own from now on) as the decoded input record `value`: its
+        repartitioned copies are judged without a decode. (The backtest's processes send it
+        with the copies they hand each other: `forwarded_event`.)"""
         cache = self._forwarded_events
-        cache[value] = dict(event)  # as decoded, whatever a detector does to its own copy
+        cache[value] = event
         if len(cache) > FORWARDED_CACHE:
             cache.popitem(last=False)
+
+    def forwarded_event(self, value: bytes) -> dict[str, Any] | None:
+        """The decoded input record `value`, if this process forwarded it lately (the cache's
+        own: to be read or serialised only)."""
+        return self._forwarded_events.get(value)
 
     def _decode(self, rec: SourceRecord) -> dict[str, Any]:
         if rec.value is None:
