@@ -182,38 +182,43 @@ def _consume(
                 last_data = time.monotonic()
             elif time.monotonic() - last_data > stall_timeout_s:
                 raise TimeoutError(f"backtest: no records for {stall_timeout_s:.0f}s")
+            taken = kept = 0
             for msg in messages:
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise RuntimeError(f"backtest consumer error: {err}")
-                tp = (msg.topic(), msg.partition())
-                if tp not in active or msg.offset() < next_offset[tp]:
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                tp = (topic, partition)
+                expected = next_offset.get(tp)
+                if tp not in active or offset < expected:
                     continue  # finished, or fetched again after a pause
-                if msg.offset() > next_offset[tp]:  # a resumed partition must not skip records
+                if offset > expected:  # a resumed partition must not skip records
                     raise RuntimeError(
-                        f"backtest: {tp[0]}[{tp[1]}] jumped from offset {next_offset[tp]} to "
-                        f"{msg.offset()}"
+                        f"backtest: {topic}[{partition}] jumped from offset {expected} to {offset}"
                     )
-                next_offset[tp] = msg.offset() + 1
+                next_offset[tp] = offset + 1
                 end = bounds[tp][1]
-                if msg.offset() + 1 >= end:
+                if offset + 1 >= end:
                     active.discard(tp)
-                    if msg.offset() >= end:
+                    if offset >= end:
                         continue
-                if on_read is not None:
-                    on_read(1)
+                taken += 1
                 ts = msg.timestamp()[1]
-                read_to[tp] = max(read_to[tp], ts)
+                if ts > read_to[tp]:
+                    read_to[tp] = ts
                 if not from_ms <= ts < to_ms:
                     stats.out_of_range += 1
                     continue
-                stats.read += 1
+                kept += 1
                 rec = SourceRecord(
-                    role_of[tp[0]], tp[0], tp[1], msg.offset(), msg.key(), msg.value(), ts
+                    role_of[topic], topic, partition, offset, msg.key(), msg.value(), ts
                 )
                 heapq.heappush(ahead, (ts, next(seq), rec))
+            stats.read += kept
+            if on_read is not None and taken:
+                on_read(taken)
             limit = min((read_to[tp] for tp in active), default=None)
             while ahead and (limit is None or ahead[0][0] <= limit):
                 yield heapq.heappop(ahead)[2]

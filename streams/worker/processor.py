@@ -560,9 +560,11 @@ class BatchProcessor:
             self._batch_partitions, self._forwarded_roles, self._seq
         )  # fmt: skip
         out_append = batch.out.append
-        # what was read before a restart matters only to a processor that checkpoints or was
-        # restored from one (not to a backtest's)
+        # what was read before a restart, and which offsets are held, matter only to a
+        # processor whose offsets are committed (checkpoints, the offset-order gate) or that
+        # was restored from a checkpoint: not to a backtest's
         restartable = self.checkpoints or self.start_offset is not None or bool(self._restored)
+        progress = self.progress
         for rec in ordered:
             if rec.partition not in stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
@@ -607,7 +609,9 @@ class BatchProcessor:
                             copies += 1
                     if copies:
                         self._remember_forwarded(rec.value, event)
-                self._observe(rec, ts, None)
+                channel = (rec.role, rec.partition)  # `_observe`, inlined
+                if ts > progress.get(channel, NEVER):
+                    progress[channel] = ts
             stages = STAGES_OF_ROLE[rec.role]
             if waiting is not None:  # re-read: only the stages that had not judged it yet
                 stages = tuple(stage for stage in stages if stage in waiting)
@@ -615,10 +619,11 @@ class BatchProcessor:
                     batch.done.append(rec.ref)
                     continue
             held = _Held(rec, event, len(stages))
-            offsets = held_offsets.get((rec.topic, rec.partition))
-            if offsets is None:
-                offsets = held_offsets[(rec.topic, rec.partition)] = set()
-            offsets.add(rec.offset)
+            if restartable:
+                offsets = held_offsets.get((rec.topic, rec.partition))
+                if offsets is None:
+                    offsets = held_offsets[(rec.topic, rec.partition)] = set()
+                offsets.add(rec.offset)
             # judged in (event time, topic, event id) order; `seq` keeps the sort off `held`
             entry = (event["event_time"], event["_topic"], event["event_id"], next(seq), held)
             for stage in stages:
