@@ -66,6 +66,7 @@ class Work:
     exchange_s: float = 0.0
     rounds: int = 0
     end_marks: int = 0
+    rss_growth: int | None = None  # resident bytes the judging added (end − start)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Judged:
     alerts: dict[str, Alert]
     stats: WorkerStats
     end_marks: int  # the end-of-range watermark records judged (counted in `stats.control`)
+    rss_growth_bytes: int | None = None  # the most a process grew judging (processes only)
 
 
 def default_workers() -> int:
@@ -165,7 +167,9 @@ def judge_in_processes(
         for r, _ in reports:
             r.close()
     merged = []
-    marks = sum(m for _, m in results)
+    marks = sum(w.end_marks for _, w in results)
+    growths = [w.rss_growth for _, w in results if w.rss_growth is not None]
+    growth = max(growths) if growths else None
     for k in range(len(rule_sets)):
         alerts: dict[str, Alert] = {}
         total = WorkerStats()
@@ -174,7 +178,7 @@ def judge_in_processes(
             for alert_id, alert in a.items():
                 alerts.setdefault(alert_id, alert)
             _add_stats(total, s)
-        merged.append(Judged(alerts, total, marks))
+        merged.append(Judged(alerts, total, marks, growth))
     return merged
 
 
@@ -184,10 +188,10 @@ def _collect(
     stats: SourceStats,
     on_total: Callable[[int], None] | None,
     on_read: Callable[[int], None] | None,
-) -> list[tuple[list[tuple[dict[str, Alert], WorkerStats]], int]]:
+) -> list[tuple[list[tuple[dict[str, Alert], WorkerStats]], Work]]:
     """Follow the processes' reports until each has sent its results; raise on a failure."""
     index = {id(r): i for i, r in enumerate(readers)}
-    results: dict[int, tuple[list[tuple[dict[str, Alert], WorkerStats]], int]] = {}
+    results: dict[int, tuple[list[tuple[dict[str, Alert], WorkerStats]], Work]] = {}
     totals: dict[int, int] = {}
     open_readers = list(readers)
     while open_readers:
@@ -213,11 +217,12 @@ def _collect(
                     on_read(payload[0])
             elif kind == "done":
                 per_set, source_stats, t = payload
-                results[i] = (per_set, t.end_marks)
+                results[i] = (per_set, t)
                 log.info(
                     "backtest process %d: %d records in %d rounds; reading %.1fs, judging "
-                    "%.1fs, exchanging with the others %.1fs", i, source_stats.read, t.rounds,
-                    t.read_s, t.judge_s, t.exchange_s,
+                    "%.1fs, exchanging with the others %.1fs; grew %s MB", i, source_stats.read,
+                    t.rounds, t.read_s, t.judge_s, t.exchange_s,
+                    "?" if t.rss_growth is None else f"{t.rss_growth / 1_048_576:,.0f}",
                 )  # fmt: skip
                 stats.total += source_stats.total
                 stats.read += source_stats.read
@@ -225,6 +230,15 @@ def _collect(
             elif kind == "error":
                 raise RuntimeError(f"backtest process {i} failed:\n{payload[0]}")
     return [results[i] for i in range(len(readers))]
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident memory (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _add_stats(total: WorkerStats, s: WorkerStats) -> None:
@@ -263,8 +277,12 @@ def _worker(
             Replica.for_rules(rules, registry, settings, source.partitions, now)
             for rules in rule_sets
         ]
+        start = _resident_bytes()
         with replay_gc():
             work = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
+        end = _resident_bytes()
+        if start is not None and end is not None:
+            work.rss_growth = max(0, end - start)
         per_set = [(r.alerts, r.proc.stats) for r in replicas]
         report.send(("done", per_set, src_stats, work))
     except BaseException:

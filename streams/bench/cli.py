@@ -192,15 +192,25 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
         engine = ip.run_backtest_engine(replay_topics.settings, workload.registry)
         result["replay_eps"] = engine.eps
         result["replay_workers"] = engine.workers
+        result["replay_state"] = settings.backtest_state
         result["replay_note"] = (
             f"fundwatch backtest's judging (Kafka read + the worker's batch logic, the "
-            f"configured rules) on {engine.workers} process(es), without its store writes"
+            f"configured rules, states as {settings.backtest_state}) on {engine.workers} "
+            f"process(es), without its store writes"
         )
         result["replay_alerts"] = engine.alerts
+        result["replay_rss_growth_mb"] = _mb(engine.rss_growth_bytes)
         say(
-            f"replay (backtest engine, {engine.workers} processes): {engine.eps:,.0f} ev/s "
-            f"({engine.alerts} alerts)"
+            f"replay (backtest engine, {engine.workers} processes, states as "
+            f"{settings.backtest_state}): {engine.eps:,.0f} ev/s ({engine.alerts} alerts)"
         )
+        if settings.backtest_state == "objects":  # and in the worker's packed form: the trade
+            packed_settings = replay_topics.settings.model_copy(update={"backtest_state": "packed"})
+            packed = ip.run_backtest_engine(packed_settings, workload.registry)
+            result["replay_eps_packed"] = packed.eps
+            result["replay_rss_growth_mb_packed"] = _mb(packed.rss_growth_bytes)
+            result["replay_alerts_match_packed"] = packed.alert_ids == engine.alert_ids
+            say(f"replay, states packed: {packed.eps:,.0f} ev/s ({packed.alerts} alerts)")
         by_workers = {str(engine.workers): engine.eps}
         if engine.workers > 1:  # and in one process: how the replay grows with processes
             one_settings = replay_topics.settings.model_copy(update={"backtest_workers": 1})
@@ -259,6 +269,10 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
     result["loadavg_end"] = _loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else n / 1_048_576
 
 
 def _packed_phase(

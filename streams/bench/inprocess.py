@@ -489,6 +489,7 @@ class BacktestEngineResult:
     elapsed_s: float
     alert_ids: frozenset[str]
     workers: int = 1
+    rss_growth_bytes: int | None = None  # the most one process grew while judging (processes)
 
     @property
     def alerts(self) -> int:
@@ -521,4 +522,6 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
         [judged] = judge_here(settings, spec, None, [rules], registry, stats, 0)
     elapsed = time.perf_counter() - t0
     events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
-    return BacktestEngineResult(events, elapsed, frozenset(judged.alerts), workers)
+    return BacktestEngineResult(
+        events, elapsed, frozenset(judged.alerts), workers, judged.rss_growth_bytes
+    )

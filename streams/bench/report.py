@@ -82,6 +82,20 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
             for n, eps in result.get("replay_eps_by_workers", {}).items()
             if n != str(result.get("replay_workers", 1))
         ),
+        *(
+            [
+                (
+                    "replay, packed",
+                    result["replay_eps_packed"],
+                    "ev/s",
+                    "the states packed as the worker keeps them (FUNDWATCH_BACKTEST_STATE="
+                    f"packed); a process grew {_num(result.get('replay_rss_growth_mb_packed'))}"
+                    f" MB against {_num(result.get('replay_rss_growth_mb'))} MB as objects",
+                )
+            ]
+            if result.get("replay_eps_packed") is not None
+            else []
+        ),
         (
             "live worker",
             result.get("live_eps_per_worker"),
