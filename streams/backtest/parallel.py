@@ -66,7 +66,7 @@ class Work:
     exchange_s: float = 0.0
     rounds: int = 0
     end_marks: int = 0
-    rss_growth: int | None = None  # resident bytes the judging added (end − start)
+    private_bytes: int | None = None  # memory it held alone at the end (`_private_bytes`)
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Judged:
     alerts: dict[str, Alert]
     stats: WorkerStats
     end_marks: int  # the end-of-range watermark records judged (counted in `stats.control`)
-    rss_growth_bytes: int | None = None  # the most a process grew judging (processes only)
+    private_bytes: int | None = None  # the most a process held alone (processes only)
 
 
 def default_workers() -> int:
@@ -168,8 +168,8 @@ def judge_in_processes(
             r.close()
     merged = []
     marks = sum(w.end_marks for _, w in results)
-    growths = [w.rss_growth for _, w in results if w.rss_growth is not None]
-    growth = max(growths) if growths else None
+    held = [w.private_bytes for _, w in results if w.private_bytes is not None]
+    private = max(held) if held else None
     for k in range(len(rule_sets)):
         alerts: dict[str, Alert] = {}
         total = WorkerStats()
@@ -178,7 +178,7 @@ def judge_in_processes(
             for alert_id, alert in a.items():
                 alerts.setdefault(alert_id, alert)
             _add_stats(total, s)
-        merged.append(Judged(alerts, total, marks, growth))
+        merged.append(Judged(alerts, total, marks, private))
     return merged
 
 
@@ -220,9 +220,9 @@ def _collect(
                 results[i] = (per_set, t)
                 log.info(
                     "backtest process %d: %d records in %d rounds; reading %.1fs, judging "
-                    "%.1fs, exchanging with the others %.1fs; grew %s MB", i, source_stats.read,
-                    t.rounds, t.read_s, t.judge_s, t.exchange_s,
-                    "?" if t.rss_growth is None else f"{t.rss_growth / 1_048_576:,.0f}",
+                    "%.1fs, exchanging with the others %.1fs; holding %s MB of its own", i,
+                    source_stats.read, t.rounds, t.read_s, t.judge_s, t.exchange_s,
+                    "?" if t.private_bytes is None else f"{t.private_bytes / 1_048_576:,.0f}",
                 )  # fmt: skip
                 stats.total += source_stats.total
                 stats.read += source_stats.read
@@ -232,13 +232,17 @@ def _collect(
     return [results[i] for i in range(len(readers))]
 
 
-def _resident_bytes() -> int | None:
-    """This process's resident memory (Linux); None elsewhere."""
+def _private_bytes() -> int | None:
+    """The memory this process holds alone (`Private_Dirty`, Linux): what it allocated, and
+    the pages inherited from the parent that it wrote to. None where it cannot be read."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Private_Dirty:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
+    return None
 
 
 def _add_stats(total: WorkerStats, s: WorkerStats) -> None:
@@ -277,12 +281,9 @@ def _worker(
             Replica.for_rules(rules, registry, settings, source.partitions, now)
             for rules in rule_sets
         ]
-        start = _resident_bytes()
         with replay_gc():
             work = _rounds(index, workers, peers, source, replicas, to_ms, report, read)
-        end = _resident_bytes()
-        if start is not None and end is not None:
-            work.rss_growth = max(0, end - start)
+        work.private_bytes = _private_bytes()
         per_set = [(r.alerts, r.proc.stats) for r in replicas]
         report.send(("done", per_set, src_stats, work))
     except BaseException:

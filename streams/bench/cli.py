@@ -199,7 +199,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             f"process(es), without its store writes"
         )
         result["replay_alerts"] = engine.alerts
-        result["replay_rss_growth_mb"] = _mb(engine.rss_growth_bytes)
+        result["replay_private_mb"] = _mb(engine.private_bytes)
         say(
             f"replay (backtest engine, {engine.workers} processes, states as "
             f"{settings.backtest_state}): {engine.eps:,.0f} ev/s ({engine.alerts} alerts)"
@@ -208,7 +208,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
             packed_settings = replay_topics.settings.model_copy(update={"backtest_state": "packed"})
             packed = ip.run_backtest_engine(packed_settings, workload.registry)
             result["replay_eps_packed"] = packed.eps
-            result["replay_rss_growth_mb_packed"] = _mb(packed.rss_growth_bytes)
+            result["replay_private_mb_packed"] = _mb(packed.private_bytes)
             result["replay_alerts_match_packed"] = packed.alert_ids == engine.alert_ids
             say(f"replay, states packed: {packed.eps:,.0f} ev/s ({packed.alerts} alerts)")
         by_workers = {str(engine.workers): engine.eps}

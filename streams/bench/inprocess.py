@@ -489,7 +489,7 @@ class BacktestEngineResult:
     elapsed_s: float
     alert_ids: frozenset[str]
     workers: int = 1
-    rss_growth_bytes: int | None = None  # the most one process grew while judging (processes)
+    private_bytes: int | None = None  # the most one process held alone (processes only)
 
     @property
     def alerts(self) -> int:
@@ -523,5 +523,5 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
     elapsed = time.perf_counter() - t0
     events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
     return BacktestEngineResult(
-        events, elapsed, frozenset(judged.alerts), workers, judged.rss_growth_bytes
+        events, elapsed, frozenset(judged.alerts), workers, judged.private_bytes
     )

@@ -89,8 +89,8 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
                     result["replay_eps_packed"],
                     "ev/s",
                     "the states packed as the worker keeps them (FUNDWATCH_BACKTEST_STATE="
-                    f"packed); a process grew {_num(result.get('replay_rss_growth_mb_packed'))}"
-                    f" MB against {_num(result.get('replay_rss_growth_mb'))} MB as objects",
+                    f"packed); a process held {_num(result.get('replay_private_mb_packed'))} "
+                    f"MB of its own against {_num(result.get('replay_private_mb'))} as objects",
                 )
             ]
             if result.get("replay_eps_packed") is not None

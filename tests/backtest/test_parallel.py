@@ -107,9 +107,9 @@ def test_processes_judge_what_one_process_judges(world: dict, single, n: int) ->
     (many, base_many), stats = _processes(world, ["default", "candidate"], n)
     _same(one, many)
     _same(base_one, base_many)  # the baseline's replicas run beside the candidate's
-    # what judging added to a process's resident memory (reported by the processes only)
-    assert many.rss_growth_bytes is not None and many.rss_growth_bytes > 0
-    assert one.rss_growth_bytes is None
+    # the memory a process held of its own (reported by the processes only)
+    assert many.private_bytes is not None and many.private_bytes > 0
+    assert one.private_bytes is None
     assert (stats.total, stats.read, stats.out_of_range) == (
         one_stats.total, one_stats.read, one_stats.out_of_range,
     )  # fmt: skip

@@ -62,7 +62,7 @@ def test_quick_bench_writes_every_figure(kafka_settings: Settings, tmp_path: Pat
     assert set(latest["replay_eps_by_workers"]) == {"1", str(workers)}
     if workers > 1:
         assert latest["replay_alerts_match_1"] is True
-        assert latest["replay_rss_growth_mb"] > 0  # what a process's judging added
+        assert latest["replay_private_mb"] > 0  # what a process held of its own
     # the replay's states are objects by default; the packed form is measured beside them
     assert latest["replay_state"] == "objects"
     assert latest["replay_eps_packed"] > 0
