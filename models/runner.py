@@ -105,6 +105,12 @@ class DetectorSet:
             for topic in det.topics:
                 routes.setdefault(topic, []).append(det)
         self._routes = {topic: tuple(dets) for topic, dets in routes.items()}
+        # per topic, what the event loop needs of each detector, looked up once here rather
+        # than per event and detector: (id, stateful, keys, process)
+        self._calls = {
+            topic: tuple((d.id, d.stateful, d.keys, d.process) for d in dets)
+            for topic, dets in self._routes.items()
+        }
         self.store: StateStore = store if store is not None else InMemoryStateStore()
         self.allowed_lateness_ms = allowed_lateness_ms
         self._now = now_ms
@@ -213,15 +219,15 @@ class DetectorSet:
         get, put = self.store.get, self.store.put
         dues, sched, heap = self._due, self._sched, self._heap
         prof = self.profile
-        for det in self._routes.get(event.get("_topic"), ()):  # type: ignore[arg-type]
+        calls = self._calls.get(event.get("_topic"), ())  # type: ignore[arg-type]
+        for did, stateful, keys_of, judge in calls:
             t0 = time.perf_counter() if prof else 0.0
-            keys = det.keys(event)
+            keys = keys_of(event)
             if keys:
-                did = det.id
-                if det.stateful:
+                if stateful:
                     for key in keys:
                         state = get(did, key)
-                        alerts, new = det.process(event, state, wm, key)
+                        alerts, new = judge(event, state, wm, key)
                         if new is not None or state is not None:
                             put(did, key, new)
                             # the timer index, inlined: this runs for almost every event
@@ -239,11 +245,11 @@ class DetectorSet:
                             out.extend(alerts)
                 else:
                     for key in keys:
-                        alerts, _ = det.process(event, None, wm, key)
+                        alerts, _ = judge(event, None, wm, key)
                         if alerts:
                             out.extend(alerts)
             if prof:
-                self.timings[det.id] += time.perf_counter() - t0
+                self.timings[did] += time.perf_counter() - t0
         if out:
             self._stamp(out, late)
         if heap and heap[0][0] <= wm:
