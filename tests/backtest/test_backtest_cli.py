@@ -43,6 +43,33 @@ def test_a_negative_worker_count_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "--workers" in capsys.readouterr().err
 
 
+def test_workers_and_state_reach_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.backtest import cli as backtest_cli
+
+    class NoStore:
+        def __init__(self, settings: Settings) -> None: ...
+        def open(self) -> None: ...
+        def ensure_schema(self) -> None: ...
+        def close(self) -> None: ...
+
+    seen: list[Settings] = []
+
+    def stop(settings: Settings, *rest: object) -> None:
+        seen.append(settings)
+        raise RuntimeError("stopped before judging")
+
+    monkeypatch.setattr("streams.store.client.Store", NoStore)
+    monkeypatch.setattr(backtest_cli, "_run_with_progress", stop)
+    argv = ["backtest", "--from", "2026-11-02", "--to", "2026-11-03"]
+    assert run_from_args(build_parser().parse_args(argv), Settings()) == 1
+    assert (seen[-1].backtest_state, seen[-1].backtest_workers) == ("objects", 0)  # defaults
+    args = build_parser().parse_args([*argv, "--state", "packed", "--workers", "1"])
+    assert run_from_args(args, Settings()) == 1
+    assert (seen[-1].backtest_state, seen[-1].backtest_workers) == ("packed", 1)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--state", "compressed"])
+
+
 def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["backtest", "--from", "yesterday", "--to", "2026-11-09"])
     assert run_from_args(args, Settings()) == 2
