@@ -5,6 +5,7 @@ fails or dies stops the run with an error instead of a hang."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from confluent_kafka import Producer
 
 from models.reference import Registry
 from models.rules.config import load_rule_config
+from schemas.codec import Codec
 from streams.backtest import parallel
 from streams.backtest.parallel import Judged, backtest_workers, judge_in_processes
 from streams.backtest.replica import Replica
@@ -22,7 +24,7 @@ from streams.config import Settings
 from streams.simulator import SimConfig, Simulation
 from streams.simulator.output import produce_to_kafka
 from streams.stack.topics import ensure_topics
-from streams.worker.routing import INPUT_ROLES
+from streams.worker.routing import INPUT_ROLES, REPARTITION_ROLES
 from tests.kafka_helpers import with_own_topics
 from tests.worker.test_worker_e2e import recent_monday
 
@@ -113,6 +115,31 @@ def test_processes_judge_what_one_process_judges(world: dict, single, n: int) ->
     assert (stats.total, stats.read, stats.out_of_range) == (
         one_stats.total, one_stats.read, one_stats.out_of_range,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_no_copy_is_decoded_twice(world: dict, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """A repartitioned copy is judged from the decoded event of its input record: kept by the
+    process that forwarded it, or sent with it to the process that owns its partition. So the
+    decodes are the records read, the end-of-range watermarks and the repartition topics'
+    watermarks, whatever the number of processes."""
+    decodes = multiprocessing.Value("i", 0)  # shared with the forked processes
+    original = Codec.decode_with_info
+
+    def counted(self: Codec, data: bytes | None) -> object:
+        with decodes.get_lock():
+            decodes.value += 1
+        return original(self, data)
+
+    monkeypatch.setattr(Codec, "decode_with_info", counted)
+    if n == 1:
+        (judged,), stats = _here(world, ["default"])
+    else:
+        (judged,), stats = _processes(world, ["default"], n)
+    promises = sum(judged.stats.control[r] for r in REPARTITION_ROLES)
+    copies = sum(judged.stats.read[r] for r in REPARTITION_ROLES) - promises
+    assert copies > 1_000
+    assert decodes.value == stats.read + judged.end_marks + promises
 
 
 def test_small_rounds_across_gaps_longer_than_the_skew(
