@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("objects", "packed"),
         default=None,
         help="how the detector states are held: objects (fastest, about 3.6 KB per tracked "
-        "person) or packed (about 280 B, 1.5x the time); default FUNDWATCH_BACKTEST_STATE "
+        "person) or packed (about 280 B, 1.3x the time); default FUNDWATCH_BACKTEST_STATE "
         "(objects)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
