@@ -127,7 +127,8 @@ _DRUG = re.compile(r"[XZ][A-Z0-9]{22}(?:[A-Z0-9]{4})?")
 _ICD10 = re.compile(r"[A-Z]\d{2}.*")
 
 MATCHED_LIMIT = 100_000
-"""Codes remembered per pattern as matched (`_MATCHED`)."""
+"""Codes remembered per pattern as matched (`_MATCHED`), each of at most 32 characters (a
+diagnosis code may carry any text after its first three)."""
 _MATCHED: dict[re.Pattern[str], set[str]] = {
     p: set() for p in (_INSTITUTION, _DOCTOR, _PHARMACIST, _REGION, _PRODUCT, _DRUG, _ICD10)
 }
@@ -183,7 +184,7 @@ def _code(value: Any, pattern: re.Pattern[str], field: str, what: str) -> None:
         return
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
         raise InvalidEvent("bad_code", f"{field} {_show(value)} is not {what}")
-    if known is not None and len(known) < MATCHED_LIMIT:
+    if known is not None and len(value) <= 32 and len(known) < MATCHED_LIMIT:
         known.add(value)
 
 

@@ -176,10 +176,10 @@ class Settings(BaseSettings):
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
     worker_state: Literal["packed", "objects"] = Field(
         default="packed",
-        description="how the transactional worker and the backtest hold detector state in "
-        "memory: packed (the person and trace-code states as one zstd blob per entity, about "
-        "265 B per tracked person in the city world) or objects (Python objects, about 3.6 KB "
-        "per person, the worker logic about 1.2x faster); docs/worker.md",
+        description="how the transactional worker holds detector state in memory (the "
+        "backtest: backtest_state): packed (the person and trace-code states as one zstd blob "
+        "per entity, about 280 B per tracked person in the city world) or objects (Python "
+        "objects, about 3.6 KB per person, the worker logic about 1.2x faster); docs/worker.md",
     )
     worker_state_hot_groups: int = Field(default=256, ge=1)
     """Packed state: entity groups kept decoded (least recently used packed first). More is

@@ -24,10 +24,11 @@ MAX_DRAIN_ROUNDS = 100
 
 class Replica:
     """The worker's batch logic (`BatchProcessor`: stages per partition, reorder buffers,
-    repartitioning, watermarks) over the worker's in-memory state table, with the repartitioned
-    records fed back in-process instead of through Kafka. The same objects and order as a live
-    worker, so the same alerts, including those of detectors whose state is per partition (the
-    online peer models see each partition's sample of the peers)."""
+    repartitioning, watermarks) over a state table in memory (the worker's packed form, or
+    plain objects that are never written back: `Settings.backtest_state`), with the
+    repartitioned records fed back in-process instead of through Kafka. The same objects and
+    order as a live worker, so the same alerts, including those of detectors whose state is
+    per partition (the online peer models see each partition's sample of the peers)."""
 
     def __init__(
         self,

@@ -232,6 +232,14 @@ def run_backtest(
     if spec.source not in ("kafka", "clickhouse"):
         raise ValueError(f"unknown source {spec.source!r} (kafka or clickhouse)")
     pseudo: Any = Pseudonymizer.from_settings(settings) if spec.source == "kafka" else _Identity()
+    log.info(
+        "backtest %s: %s source, %d process(es), states as %s%s", run_id, spec.source, workers,
+        settings.backtest_state,
+        " (FUNDWATCH_WORKER_STATE=packed is the live worker's; the backtest's is "
+        "FUNDWATCH_BACKTEST_STATE)"
+        if settings.worker_state == "packed" and settings.backtest_state == "objects"
+        and "worker_state" in settings.model_fields_set else "",
+    )  # fmt: skip
     t0 = time.perf_counter()
     if workers > 1:
         judged = judge_in_processes(
