@@ -14,7 +14,7 @@ from models.rules.config import RuleConfig
 from schemas.codec import Codec
 from streams.backtest.sources import Input
 from streams.config import Settings
-from streams.worker.processor import Batch, BatchProcessor, OutRecord, SourceRecord
+from streams.worker.processor import BatchProcessor, OutRecord, SourceRecord
 from streams.worker.routing import REPARTITION_ROLES, partition_of
 from streams.worker.state_table import PackedTable, batch_of, make_state_table
 
@@ -44,9 +44,6 @@ class Replica:
         self.partitions = partitions
         self.now = now
         self.on_write = on_write
-        # a plain table nobody reads again (no changelog to size): the processor's caches hold
-        # every state, and writing them back would only copy references
-        self.write_back = on_write is not None or isinstance(proc.table, PackedTable)
         self.alerts: dict[str, Alert] = {}  # by id: copies of one finding count once, as stored
         self._feedback: list[SourceRecord] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -66,6 +63,8 @@ class Replica:
             partitions=partitions,
             now_ms=lambda: None,  # no wall-clock check: history is in the past by definition
             checkpoints=False,  # a replay never restarts from its table
+            # objects: the states stay in the processor (nothing reads a table back)
+            write_back=isinstance(table, PackedTable),
         )
         return cls(proc, partitions, now)
 
@@ -75,14 +74,19 @@ class Replica:
         self.feed(outs)
 
     def run_batch(self, records: list[SourceRecord]) -> list[OutRecord]:
-        """Judge a batch, keep its alerts, write its changed states back (if anything reads
-        them: `write_back`); return its repartitioned records, each with the partition the
+        """Judge a batch, keep its alerts, write its changed states to the table (those the
+        processor writes back); return its repartitioned records, each with the partition the
         worker's producer would give it."""
-        if not self.write_back:
+        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
             batch = self.proc.process(records)
-            self.proc.forget_dirty()
-        else:
-            batch = self._process_and_write(records)
+            on_write = self.on_write
+            for _, key, state in self.proc.dirty_state():
+                if on_write is not None:
+                    on_write(key, state)
+                if state is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = state
         for item in batch.results:
             if isinstance(item, Alert):
                 item.detected_at = self.now  # the run's start, not the wall clock per alert
@@ -94,19 +98,6 @@ class Replica:
                     out.partition = partition_of(out.key, self.partitions)
                 outs.append(out)
         return outs
-
-    def _process_and_write(self, records: list[SourceRecord]) -> Batch:
-        with batch_of(self.table):  # a packed table keeps the batch's groups decoded
-            batch = self.proc.process(records)
-            on_write = self.on_write
-            for _, key, state in self.proc.dirty_state():
-                if on_write is not None:
-                    on_write(key, state)
-                if state is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = state
-        return batch
 
     def feed(self, outs: Iterable[OutRecord]) -> None:
         """Repartitioned records to read in the next batch, at the next offsets of their

@@ -210,19 +210,39 @@ class CachedState:
         if self.per_batch:
             cache.clear()
 
-    def forget_dirty(self) -> None:
-        """Drop the record of what changed: nothing is written back, so only a cache that
-        keeps every state (not `per_batch`) may."""
-        if self.per_batch:
-            raise RuntimeError("a per-batch cache must write its states back")
-        cache = self._cache
-        for k in self._dirty:
-            if cache.get(k) is _DELETED:
-                del cache[k]  # as `drain` does: nothing to keep for a deleted key
-        self._dirty.clear()
-
     def cached_keys(self) -> int:
         return len(self._cache)
+
+
+class ObjectStates:
+    """StateStore for one partition of a processor whose states live only in memory and are
+    never written back (`BatchProcessor(write_back=False)`: a backtest over plain objects): no
+    table to read, no record of what changed, nothing kept for a deleted or absent key."""
+
+    __slots__ = ("_states", "partition")
+    per_batch = False
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self._states: dict[tuple[str, str], State] = {}
+
+    def get(self, detector_id: str, key: str) -> State | None:
+        return self._states.get((detector_id, key))
+
+    def put(self, detector_id: str, key: str, state: State | None) -> None:
+        if state is None:
+            self._states.pop((detector_id, key), None)
+        else:
+            self._states[(detector_id, key)] = state
+
+    def preload(self, detector_id: str, key: str, state: State) -> None:
+        self._states[(detector_id, key)] = state
+
+    def drain(self) -> Iterator[tuple[str, State | None]]:
+        return iter(())
+
+    def cached_keys(self) -> int:
+        return len(self._states)
 
 
 class BatchProcessor:
@@ -238,14 +258,20 @@ class BatchProcessor:
         now_ms: Callable[[], int | None] = wall_clock_ms,
         start_offset: Callable[[str, int], int | None] | None = None,
         checkpoints: bool = True,
+        write_back: bool = True,
     ) -> None:
         """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
         partition (its committed offset, or the log start); given, each source's records are
         judged in offset order without a gap (`_in_offset_order`): the live worker. The
         backtest's raw-table source gives offsets in event-time order with gaps (watermarks,
         dead letters), and replays never rebalance. `checkpoints=False`: `dirty_state` writes
-        no progress records (a backtest never restarts from its table)."""
+        no progress records (a backtest never restarts from its table). `write_back=False`: the
+        states live only in this processor's memory (`ObjectStates`) and `dirty_state` yields
+        none of them; the table must be an empty plain dict (nothing reads it: a backtest)."""
+        if not write_back and (not isinstance(table, dict) or table):
+            raise ValueError("write_back=False needs an empty plain dict as the table")
         self.checkpoints = checkpoints
+        self.write_back = write_back
         self.codec = codec or Codec.default()
         self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
@@ -265,7 +291,7 @@ class BatchProcessor:
         self.lateness = allowed_lateness_ms
         self.partitions = partitions
         self.sets: dict[tuple[str, int], DetectorSet] = {}
-        self.stores: dict[int, CachedState] = {}
+        self.stores: dict[int, CachedState | ObjectStates] = {}
         self.stats = WorkerStats()
         # event-time progress: per input channel (role, partition), and per repartition channel
         # the promise of every upstream input partition ("input-<i>")
@@ -304,7 +330,9 @@ class BatchProcessor:
 
     def _open_partition(self, partition: int) -> None:
         """First record of a partition in this process: load its states and timers."""
-        store = CachedState(self.table, partition)
+        store: CachedState | ObjectStates = (
+            CachedState(self.table, partition) if self.write_back else ObjectStates(partition)
+        )
         self.stores[partition] = store
         sets = {
             stage: DetectorSet(
@@ -540,13 +568,6 @@ class BatchProcessor:
             if checkpoint != self._written.get(partition):
                 self._written[partition] = checkpoint
                 yield partition, f"{partition}|{PROGRESS}|", checkpoint
-        self._batch_partitions.clear()
-
-    def forget_dirty(self) -> None:
-        """End a batch without writing anything back: for a table that is never read again
-        (a backtest over plain objects, whose `CachedState`s hold every state already)."""
-        for store in self.stores.values():
-            store.forget_dirty()
         self._batch_partitions.clear()
 
     # -- records ----------------------------------------------------------------------------

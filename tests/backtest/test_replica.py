@@ -1,4 +1,4 @@
-"""A backtest's `Replica` over plain objects keeps its states in the processor's caches and
+"""A backtest's `Replica` over plain objects keeps its states in the processor's memory and
 writes nothing back (no table, no checkpoints); over the worker's packed table it writes them
 back, still without checkpoints; both judge alike. The judging runs under the replay's
 collector thresholds, and the caller's thresholds come back after it."""
@@ -55,7 +55,7 @@ def _judge(world: dict, state: str) -> Replica:
 
 def test_objects_are_kept_in_the_caches_and_never_written_back(world: dict) -> None:
     replica = _judge(world, "objects")
-    assert not replica.write_back
+    assert not replica.proc.write_back
     assert replica.table == {}  # nothing written back, not even a checkpoint
     cached = sum(store.cached_keys() for store in replica.proc.stores.values())
     assert cached > 100  # the states live in the processor's caches
@@ -64,7 +64,7 @@ def test_objects_are_kept_in_the_caches_and_never_written_back(world: dict) -> N
 
 def test_packed_states_are_written_back_without_checkpoints(world: dict) -> None:
     replica = _judge(world, "packed")
-    assert replica.write_back
+    assert replica.proc.write_back
     assert isinstance(replica.table, PackedTable)
     keys = list(replica.table)
     assert len(keys) > 100
@@ -80,12 +80,18 @@ def test_both_state_forms_judge_alike(world: dict) -> None:
     assert sum(objects.proc.stats.processed[r] for r in INPUT_ROLES) > 1_000
 
 
-def test_a_per_batch_cache_refuses_to_forget_its_changes() -> None:
-    proc = BatchProcessor([], PackedTable(), partitions=1, now_ms=lambda: None)
+def test_states_kept_in_memory_only_need_a_table_nothing_else_holds() -> None:
+    for table in (PackedTable(), {"0|card_burst|p1": {"n": 1}}):
+        with pytest.raises(ValueError, match="empty plain dict"):
+            BatchProcessor([], table, partitions=1, now_ms=lambda: None, write_back=False)
+    proc = BatchProcessor([], {}, partitions=1, now_ms=lambda: None, write_back=False)
     proc._open_partition(0)
-    proc.stores[0].put("card_burst", "p1", {"n": 1})
-    with pytest.raises(RuntimeError, match="must write its states back"):
-        proc.forget_dirty()
+    store = proc.stores[0]
+    store.put("card_burst", "p1", {"n": 1})
+    assert store.get("card_burst", "p1") == {"n": 1}
+    store.put("card_burst", "p1", None)  # deleted: nothing kept for it
+    assert store.get("card_burst", "p1") is None and store.cached_keys() == 0
+    assert list(proc.dirty_state()) == []
 
 
 def test_checkpoints_are_written_unless_turned_off(world: dict) -> None:
