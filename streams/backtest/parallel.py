@@ -351,12 +351,8 @@ def _rounds(
                 outgoing[owner][k].append(
                     (out.role, out.key, out.value, out.timestamp_ms, out.partition, out.origin)
                 )
-                if out.origin is not None:
-                    sent_events = decoded[owner][k]
-                    if out.value not in sent_events:
-                        event = rep.proc.forwarded_event(out.value)
-                        if event is not None:
-                            sent_events[out.value] = event
+                if out.event is not None:
+                    decoded[owner][k][out.value] = out.event
         sent = sum(len(o) for per_peer in outgoing for o in per_peer)
         # where this process's input stands: the time of its next record (None: all read)
         position = None if waiting is None else (waiting.timestamp_ms or 0)
@@ -373,10 +369,8 @@ def _rounds(
                     rep.feed(outgoing[index][k])
                 else:
                     records_in, events_in = inbound[j][0][k], inbound[j][1][k]
-                    if events_in is not None:
-                        for value, event in marshal.loads(events_in).items():
-                            rep.proc.remember_forwarded(value, event)
-                    rep.feed([OutRecord(*t) for t in records_in])
+                    events = marshal.loads(events_in) if events_in is not None else {}
+                    rep.feed([OutRecord(*t, events.get(t[2])) for t in records_in])
         notes = [note if j == index else inbound[j][2] for j in range(workers)]
         if all(n[1] for n in notes):
             if not any(n[2] for n in notes):

@@ -63,6 +63,7 @@ class Replica:
             partitions=partitions,
             now_ms=lambda: None,  # no wall-clock check: history is in the past by definition
             checkpoints=False,  # a replay never restarts from its table
+            copies_carry_events=True,  # `feed` hands each copy its decoded input record
             # objects: the states stay in the processor (nothing reads a table back)
             write_back=isinstance(table, PackedTable),
         )
@@ -118,6 +119,7 @@ class Replica:
                     out.value,
                     out.timestamp_ms,
                     origin=out.origin,
+                    decoded=out.event,
                 )
             )
 

@@ -79,6 +79,8 @@ class SourceRecord:
     timestamp_ms: int | None
     ref: Any = None  # the caller's handle (the faust event), returned when the record is done
     origin: Origin | None = None  # of a repartitioned copy: the input record it copies
+    # of a copy fed back in memory (the backtest): the decoded input record it copies
+    decoded: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +129,9 @@ class OutRecord:
     timestamp_ms: int
     partition: int | None = None
     origin: Origin | None = None  # of a forwarded copy (sent as a header, see `origin_header`)
+    # of a forwarded copy: the input record as decoded (not produced; the backtest feeds it
+    # back with the copy, `SourceRecord.decoded`)
+    event: dict[str, Any] | None = None
 
 
 Origin = tuple[str, int, int, int]
@@ -259,6 +264,7 @@ class BatchProcessor:
         start_offset: Callable[[str, int], int | None] | None = None,
         checkpoints: bool = True,
         write_back: bool = True,
+        copies_carry_events: bool = False,
     ) -> None:
         """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
         partition (its committed offset, or the log start); given, each source's records are
@@ -267,11 +273,15 @@ class BatchProcessor:
         dead letters), and replays never rebalance. `checkpoints=False`: `dirty_state` writes
         no progress records (a backtest never restarts from its table). `write_back=False`: the
         states live only in this processor's memory (`ObjectStates`) and `dirty_state` yields
-        none of them; the table must be an empty plain dict (nothing reads it: a backtest)."""
+        none of them; the table must be an empty plain dict (nothing reads it: a backtest).
+        `copies_carry_events=True`: the caller feeds the repartitioned copies back with their
+        decoded input records (`OutRecord.event` → `SourceRecord.decoded`), so no cache of
+        forwarded events is kept (the backtest's `Replica`)."""
         if not write_back and (not isinstance(table, dict) or table):
             raise ValueError("write_back=False needs an empty plain dict as the table")
         self.checkpoints = checkpoints
         self.write_back = write_back
+        self.copies_carry_events = copies_carry_events
         self.codec = codec or Codec.default()
         self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
@@ -593,7 +603,7 @@ class BatchProcessor:
         # processor whose offsets are committed (checkpoints, the offset-order gate) or that
         # was restored from a checkpoint: not to a backtest's
         restartable = self.checkpoints or self.start_offset is not None or bool(self._restored)
-        progress = self.progress
+        progress, carry = self.progress, self.copies_carry_events
         for rec in ordered:
             if rec.partition not in stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first
@@ -631,12 +641,16 @@ class BatchProcessor:
                 ts = event["event_time"]
                 if not forwarded:
                     copies = 0
+                    # as decoded, whatever a detector does to its own copy
+                    snapshot = dict(event) if carry else None
                     for role, key in repartition_keys(rec.role, event):
                         if role in forwarded_roles:
                             origin = (rec.role, rec.partition, rec.offset, copies)
-                            out_append(OutRecord(role, key.encode(), rec.value, ts, None, origin))
+                            out_append(
+                                OutRecord(role, key.encode(), rec.value, ts, None, origin, snapshot)
+                            )
                             copies += 1
-                    if copies:
+                    if copies and not carry:
                         self._remember_forwarded(rec.value, event)
                 channel = (rec.role, rec.partition)  # `_observe`, inlined
                 if ts > progress.get(channel, NEVER):
@@ -926,28 +940,18 @@ class BatchProcessor:
         """Keep the decoded event of a record just forwarded: its copies usually come back to
         this process within a batch or two, and need not be decoded again (the bytes are the
         same, so the event is). Bounded, oldest first out; a miss decodes as usual."""
-        # as decoded, whatever a detector does to its own copy
-        self.remember_forwarded(value, dict(event))
-
-    def remember_forwarded(self, value: bytes, event: dict[str, Any]) -> None:
-        """Keep `event` (the cache's own from now on) as the decoded input record `value`: its
-        repartitioned copies are judged without a decode. (The backtest's processes send it
-        with the copies they hand each other: `forwarded_event`.)"""
         cache = self._forwarded_events
-        cache[value] = event
+        cache[value] = dict(event)  # as decoded, whatever a detector does to its own copy
         if len(cache) > FORWARDED_CACHE:
             cache.popitem(last=False)
-
-    def forwarded_event(self, value: bytes) -> dict[str, Any] | None:
-        """The decoded input record `value`, if this process forwarded it lately (the cache's
-        own: to be read or serialised only)."""
-        return self._forwarded_events.get(value)
 
     def _decode(self, rec: SourceRecord) -> dict[str, Any]:
         if rec.value is None:
             raise _Rejected("empty_value", "record has no value")
         if rec.role not in INPUT_ROLES:
-            known = self._forwarded_events.get(rec.value)
+            known = rec.decoded
+            if known is None:
+                known = self._forwarded_events.get(rec.value)
             settlement_only = rec.role != "by_institution"
             if known is not None and (not settlement_only or known["_topic"] == SETTLEMENT):
                 event = dict(known)  # a copy: `_route` is per copy
