@@ -134,8 +134,8 @@ _MATCHED: dict[re.Pattern[str], set[str]] = {
 }
 """The codes that matched their pattern, for the kinds that repeat (institutions, staff,
 drugs...; not trace codes, which are each seen once or twice): a set lookup instead of a
-regular expression, a tenth of the replay's validation time. Bounded: once full, the others
-are matched each time."""
+regular expression (the city day's replay on one process: 20.9 → 20.3 s). Bounded: once full,
+the others are matched each time."""
 _PATIENT_PURPOSES = frozenset({"VISIT", "ADMISSION", "BEDSIDE", "SETTLEMENT"})
 _STAFF_PURPOSES = frozenset({"CLOCK_IN", "CLOCK_OUT"})
 _MAX_SHOWN = 40

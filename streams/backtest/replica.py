@@ -1,7 +1,8 @@
 """The worker's batch logic in a backtest: a `Replica` judges batches of raw input records as a
-live worker does (`BatchProcessor` over the worker's state table), with what it repartitions
-fed back in-process instead of through Kafka; `judge` runs a whole input through replicas in
-this process (`streams.backtest.parallel` runs them on several)."""
+live worker does (`BatchProcessor` in replay mode, its states as `Settings.backtest_state`
+says), with what it repartitions fed back in-process instead of through Kafka; `judge` runs a
+whole input through replicas in this process (`streams.backtest.parallel` runs them on
+several)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from streams.backtest.sources import Input
 from streams.config import Settings
 from streams.worker.processor import BatchProcessor, OutRecord, SourceRecord
 from streams.worker.routing import REPARTITION_ROLES, partition_of
-from streams.worker.state_table import PackedTable, batch_of, make_state_table
+from streams.worker.state_table import batch_of, make_state_table
 
 MAX_DRAIN_ROUNDS = 100
 """Batches of repartitioned records alone after the input ends, before giving up."""
@@ -62,10 +63,7 @@ class Replica:
             settings.allowed_lateness_ms,
             partitions=partitions,
             now_ms=lambda: None,  # no wall-clock check: history is in the past by definition
-            checkpoints=False,  # a replay never restarts from its table
-            copies_carry_events=True,  # `feed` hands each copy its decoded input record
-            # objects: the states stay in the processor (nothing reads a table back)
-            write_back=isinstance(table, PackedTable),
+            replay=True,  # no restarts; `feed` hands each copy its decoded input record
         )
         return cls(proc, partitions, now)
 

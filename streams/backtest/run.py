@@ -198,6 +198,32 @@ def judge_here(
     return [Judged(r.alerts, r.proc.stats, marks) for r in replicas]
 
 
+def judge_range(
+    settings: Settings,
+    spec: BacktestSpec,
+    store: Store | None,
+    rule_sets: Sequence[RuleConfig],
+    registry: Registry,
+    stats: SourceStats,
+    now: int,
+    on_total: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> list[Judged]:
+    """Judge the range with every rule set on the processes `backtest_workers` gives (one per
+    CPU for a Kafka source, by default), or in this process."""
+    workers = backtest_workers(settings, spec.source)
+    log.info(
+        "backtest: judging on %d process(es), the states as %s (FUNDWATCH_BACKTEST_STATE)",
+        workers, settings.backtest_state,
+    )  # fmt: skip
+    if workers > 1:
+        return judge_in_processes(
+            settings, spec.from_ms, spec.to_ms, rule_sets, registry, workers, stats, now,
+            on_total, on_read,
+        )  # fmt: skip
+    return judge_here(settings, spec, store, rule_sets, registry, stats, now, on_total, on_read)
+
+
 def _as_stored(alerts: Sequence[Alert], pseudo: Any) -> list[dict[str, Any]]:
     out = []
     for a in sorted(alerts, key=lambda a: (a.event_time, a.detector_id, a.alert_id)):
@@ -228,27 +254,13 @@ def run_backtest(
     started = int(time.time() * 1000)
     stats = SourceStats()
     rule_sets = [rules] if base_rules is None else [rules, base_rules]
-    workers = backtest_workers(settings, spec.source)
     if spec.source not in ("kafka", "clickhouse"):
         raise ValueError(f"unknown source {spec.source!r} (kafka or clickhouse)")
     pseudo: Any = Pseudonymizer.from_settings(settings) if spec.source == "kafka" else _Identity()
-    log.info(
-        "backtest %s: %s source, %d process(es), states as %s%s", run_id, spec.source, workers,
-        settings.backtest_state,
-        " (FUNDWATCH_WORKER_STATE=packed is the live worker's; the backtest's is "
-        "FUNDWATCH_BACKTEST_STATE)"
-        if settings.worker_state == "packed" and settings.backtest_state == "objects"
-        and "worker_state" in settings.model_fields_set else "",
-    )  # fmt: skip
+    log.info("backtest %s: %s source", run_id, spec.source)
     t0 = time.perf_counter()
-    if workers > 1:
-        judged = judge_in_processes(
-            settings, spec.from_ms, spec.to_ms, rule_sets, registry, workers, stats, started,
-            on_total, on_read,
-        )  # fmt: skip
-    else:
-        judged = judge_here(settings, spec, store, rule_sets, registry, stats, started,
-                            on_total, on_read)  # fmt: skip
+    judged = judge_range(settings, spec, store, rule_sets, registry, stats, started,
+                         on_total, on_read)  # fmt: skip
     elapsed = time.perf_counter() - t0
     cand, base = judged[0], (judged[1] if base_rules is not None else None)
     ps = cand.stats

@@ -221,7 +221,7 @@ def run_bench(args: argparse.Namespace, settings: Settings, say: Any = print) ->
         )
         result["packed"] = _packed_phase(raw, workload.registry, settings, proc, say)
         result["bytes_per_person_packed"] = result["packed"]["bytes_per_person"]
-        result["state_mode"] = settings.worker_state  # the form the worker and replay run
+        result["state_mode"] = settings.worker_state  # the live worker's (the replay's: above)
         result["bytes_per_person"] = result[f"bytes_per_person_{settings.worker_state}"]
 
         if args.profile:

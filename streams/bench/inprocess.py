@@ -507,19 +507,15 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
     clock runs from the start of the read (consumers, their metadata, the processes) to the
     merged alerts."""
     from models.rules.config import load_rule_config
-    from streams.backtest.parallel import backtest_workers, judge_in_processes
-    from streams.backtest.run import BacktestSpec, judge_here
+    from streams.backtest.parallel import backtest_workers
+    from streams.backtest.run import BacktestSpec, judge_range
     from streams.backtest.sources import SourceStats
 
     rules = load_rule_config(settings.rules_config)
     workers = backtest_workers(settings, "kafka")
-    stats = SourceStats()
     t0 = time.perf_counter()
-    if workers > 1:
-        [judged] = judge_in_processes(settings, 0, 2**62, [rules], registry, workers, stats, 0)
-    else:
-        spec = BacktestSpec(0, 2**62)
-        [judged] = judge_here(settings, spec, None, [rules], registry, stats, 0)
+    [judged] = judge_range(settings, BacktestSpec(0, 2**62), None, [rules], registry,
+                           SourceStats(), 0)  # fmt: skip
     elapsed = time.perf_counter() - t0
     events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
     return BacktestEngineResult(

@@ -62,6 +62,16 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
     main.add_column("figure", justify="right")
     main.add_column("× floor", justify="right")
     main.add_column("what was measured")
+    replay_packed = [
+        (
+            "replay, packed",
+            result["replay_eps_packed"],
+            "ev/s",
+            "the states packed as the worker keeps them (FUNDWATCH_BACKTEST_STATE=packed); a "
+            f"process held {_num(result.get('replay_private_mb_packed'))} MB of its own "
+            f"against {_num(result.get('replay_private_mb'))} as objects",
+        )
+    ] if result.get("replay_eps_packed") is not None else []  # fmt: skip
     rows = [
         ("floor", floor, "ev/s", "consume + fastavro decode (confluent-kafka), nothing else"),
         (
@@ -82,20 +92,7 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
             for n, eps in result.get("replay_eps_by_workers", {}).items()
             if n != str(result.get("replay_workers", 1))
         ),
-        *(
-            [
-                (
-                    "replay, packed",
-                    result["replay_eps_packed"],
-                    "ev/s",
-                    "the states packed as the worker keeps them (FUNDWATCH_BACKTEST_STATE="
-                    f"packed); a process held {_num(result.get('replay_private_mb_packed'))} "
-                    f"MB of its own against {_num(result.get('replay_private_mb'))} as objects",
-                )
-            ]
-            if result.get("replay_eps_packed") is not None
-            else []
-        ),
+        *replay_packed,
         (
             "live worker",
             result.get("live_eps_per_worker"),

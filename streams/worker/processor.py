@@ -221,7 +221,7 @@ class CachedState:
 
 class ObjectStates:
     """StateStore for one partition of a processor whose states live only in memory and are
-    never written back (`BatchProcessor(write_back=False)`: a backtest over plain objects): no
+    never written back (a replay's processor over a plain dict: `BatchProcessor(replay=True)`): no
     table to read, no record of what changed, nothing kept for a deleted or absent key."""
 
     __slots__ = ("_states", "partition")
@@ -262,26 +262,22 @@ class BatchProcessor:
         partitions: int = 4,
         now_ms: Callable[[], int | None] = wall_clock_ms,
         start_offset: Callable[[str, int], int | None] | None = None,
-        checkpoints: bool = True,
-        write_back: bool = True,
-        copies_carry_events: bool = False,
+        replay: bool = False,
     ) -> None:
         """`start_offset(topic, partition)`: where the consumer (re)starts reading a source
         partition (its committed offset, or the log start); given, each source's records are
         judged in offset order without a gap (`_in_offset_order`): the live worker. The
         backtest's raw-table source gives offsets in event-time order with gaps (watermarks,
-        dead letters), and replays never rebalance. `checkpoints=False`: `dirty_state` writes
-        no progress records (a backtest never restarts from its table). `write_back=False`: the
-        states live only in this processor's memory (`ObjectStates`) and `dirty_state` yields
-        none of them; the table must be an empty plain dict (nothing reads it: a backtest).
-        `copies_carry_events=True`: the caller feeds the repartitioned copies back with their
-        decoded input records (`OutRecord.event` → `SourceRecord.decoded`), so no cache of
-        forwarded events is kept (the backtest's `Replica`)."""
-        if not write_back and (not isinstance(table, dict) or table):
-            raise ValueError("write_back=False needs an empty plain dict as the table")
-        self.checkpoints = checkpoints
-        self.write_back = write_back
-        self.copies_carry_events = copies_carry_events
+        dead letters), and replays never rebalance.
+
+        `replay=True`: a backtest's processor (`streams.backtest.replica.Replica`). It never
+        restarts, so it writes no checkpoints and keeps no restart bookkeeping (read offsets,
+        held offsets); its caller feeds the repartitioned copies back in memory with their
+        decoded input records (`OutRecord.event` → `SourceRecord.decoded`), so it keeps no
+        cache of forwarded events; and over a plain dict its states live only in its memory
+        (`ObjectStates`: nothing reads the table back), while a `PackedTable` is written back
+        as the worker writes it."""
+        self.replay = replay
         self.codec = codec or Codec.default()
         self.start_offset = start_offset
         self.now_ms = now_ms  # the wall clock event times are validated against
@@ -341,7 +337,9 @@ class BatchProcessor:
     def _open_partition(self, partition: int) -> None:
         """First record of a partition in this process: load its states and timers."""
         store: CachedState | ObjectStates = (
-            CachedState(self.table, partition) if self.write_back else ObjectStates(partition)
+            ObjectStates(partition)
+            if self.replay and not isinstance(self.table, PackedTable)
+            else CachedState(self.table, partition)
         )
         self.stores[partition] = store
         sets = {
@@ -568,7 +566,7 @@ class BatchProcessor:
         for partition, store in self.stores.items():
             for table_key, state in store.drain():
                 yield partition, table_key, state
-        if not self.checkpoints:
+        if self.replay:  # no checkpoints: a replay never restarts from its table
             self._batch_partitions.clear()
             return
         for partition in sorted(self._batch_partitions):
@@ -600,10 +598,9 @@ class BatchProcessor:
         )  # fmt: skip
         out_append = batch.out.append
         # what was read before a restart, and which offsets are held, matter only to a
-        # processor whose offsets are committed (checkpoints, the offset-order gate) or that
-        # was restored from a checkpoint: not to a backtest's
-        restartable = self.checkpoints or self.start_offset is not None or bool(self._restored)
-        progress, carry = self.progress, self.copies_carry_events
+        # processor that can restart (or was restored from a checkpoint): not to a replay's
+        restartable = not self.replay or bool(self._restored)
+        progress, carry = self.progress, self.replay
         for rec in ordered:
             if rec.partition not in stores:
                 self._open_partition(rec.partition)  # restores its checkpoint first

@@ -1,7 +1,7 @@
-"""A backtest's `Replica` over plain objects keeps its states in the processor's memory and
-writes nothing back (no table, no checkpoints); over the worker's packed table it writes them
-back, still without checkpoints; both judge alike. The judging runs under the replay's
-collector thresholds, and the caller's thresholds come back after it."""
+"""A backtest's `Replica` (a processor in replay mode) over plain objects keeps its states in
+the processor's memory and writes nothing back (no table, no checkpoints); over the worker's
+packed table it writes them back, still without checkpoints; both judge alike. The judging
+runs under the replay's collector thresholds, and the caller's come back after it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from streams.backtest.sources import Input
 from streams.config import Settings
 from streams.simulator import SimConfig, Simulation
 from streams.worker.build import REPLAY_GC_THRESHOLDS, replay_gc
-from streams.worker.processor import BatchProcessor, SourceRecord
+from streams.worker.processor import BatchProcessor, ObjectStates, SourceRecord
 from streams.worker.routing import INPUT_ROLES, partition_of
 from streams.worker.state_table import PROGRESS, PackedTable
 
@@ -55,7 +55,7 @@ def _judge(world: dict, state: str) -> Replica:
 
 def test_objects_are_kept_in_the_caches_and_never_written_back(world: dict) -> None:
     replica = _judge(world, "objects")
-    assert not replica.proc.write_back
+    assert all(isinstance(s, ObjectStates) for s in replica.proc.stores.values())
     assert replica.table == {}  # nothing written back, not even a checkpoint
     cached = sum(store.cached_keys() for store in replica.proc.stores.values())
     assert cached > 100  # the states live in the processor's caches
@@ -64,7 +64,7 @@ def test_objects_are_kept_in_the_caches_and_never_written_back(world: dict) -> N
 
 def test_packed_states_are_written_back_without_checkpoints(world: dict) -> None:
     replica = _judge(world, "packed")
-    assert replica.proc.write_back
+    assert not any(isinstance(s, ObjectStates) for s in replica.proc.stores.values())
     assert isinstance(replica.table, PackedTable)
     keys = list(replica.table)
     assert len(keys) > 100
@@ -75,7 +75,6 @@ def test_copies_carry_their_decoded_input_record(world: dict) -> None:
     """The copies a replica feeds back carry the input record as decoded: no cache of
     forwarded events is kept, and no copy is decoded again (`test_parallel` counts it)."""
     replica = _judge(world, "objects")
-    assert replica.proc.copies_carry_events
     assert len(replica.proc._forwarded_events) == 0
     copies = sum(replica.proc.stats.read[r] for r in ("by_institution", "by_doctor", "by_group"))
     assert copies > 1_000
@@ -90,11 +89,8 @@ def test_both_state_forms_judge_alike(world: dict) -> None:
     assert sum(objects.proc.stats.processed[r] for r in INPUT_ROLES) > 1_000
 
 
-def test_states_kept_in_memory_only_need_a_table_nothing_else_holds() -> None:
-    for table in (PackedTable(), {"0|card_burst|p1": {"n": 1}}):
-        with pytest.raises(ValueError, match="empty plain dict"):
-            BatchProcessor([], table, partitions=1, now_ms=lambda: None, write_back=False)
-    proc = BatchProcessor([], {}, partitions=1, now_ms=lambda: None, write_back=False)
+def test_states_kept_in_memory_keep_nothing_for_a_deleted_key() -> None:
+    proc = BatchProcessor([], {}, partitions=1, now_ms=lambda: None, replay=True)
     proc._open_partition(0)
     store = proc.stores[0]
     store.put("card_burst", "p1", {"n": 1})
@@ -104,13 +100,13 @@ def test_states_kept_in_memory_only_need_a_table_nothing_else_holds() -> None:
     assert list(proc.dirty_state()) == []
 
 
-def test_checkpoints_are_written_unless_turned_off(world: dict) -> None:
-    for checkpoints, expected in ((True, True), (False, False)):
-        proc = BatchProcessor([], {}, partitions=PARTITIONS, now_ms=lambda: None,
-                              checkpoints=checkpoints)  # fmt: skip
+def test_a_replay_writes_no_checkpoints_and_holds_no_offsets(world: dict) -> None:
+    for replay in (False, True):
+        proc = BatchProcessor([], {}, partitions=PARTITIONS, now_ms=lambda: None, replay=replay)
         proc.process(world["records"][:50])
         written = [key for _, key, _ in proc.dirty_state()]
-        assert any(PROGRESS in key for key in written) is expected
+        assert any(PROGRESS in key for key in written) is not replay
+        assert bool(proc._read_next) is not replay  # restart bookkeeping
 
 
 def test_replay_gc_sets_and_restores_the_thresholds() -> None:
