@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.alerts import Alert
-from models.detector import SETTLEMENT, Detector, State
+from models.detector import SETTLEMENT, Detector, Event, State
 from models.runner import DEFAULT_LATENESS_MS, DetectorSet, wall_clock_ms
 from schemas.codec import Codec, CodecError
 from schemas.validation import InvalidEvent, validate
@@ -291,8 +291,21 @@ class BatchProcessor:
         # per (repartition role, partition, origin role, origin partition): the highest
         # (offset, copy) of the copies read (see `_copy_seen`)
         self._origin_high: dict[tuple[str, int, str, int], tuple[int, int]] = {}
-        self._forwarded_roles = {
-            role for role in REPARTITION_ROLES if any(self.stages[s] for s in STAGES_OF_ROLE[role])
+        # per (repartition role, input role): the `keys` of the detectors downstream that take
+        # that input; a record is copied only where one of them keys it (an input no detector
+        # there takes, a stock-in scan at the institution stage, is not copied at all)
+        self._copy_keys: dict[tuple[str, str], tuple[Callable[[Event], list[str]], ...]] = {
+            (role, source): keys
+            for role in REPARTITION_ROLES
+            for source in INPUT_ROLES
+            if (
+                keys := tuple(
+                    det.keys
+                    for stage in STAGES_OF_ROLE[role]
+                    for det in self.stages[stage]
+                    if source in det.topics
+                )
+            )
         }
         self.lateness = allowed_lateness_ms
         self.partitions = partitions
@@ -593,9 +606,7 @@ class BatchProcessor:
         stores, read, buffer_of, held_offsets = (
             self.stores, self.stats.read, self._buffer, self._held_offsets
         )  # fmt: skip
-        batch_partitions, forwarded_roles, seq = (
-            self._batch_partitions, self._forwarded_roles, self._seq
-        )  # fmt: skip
+        batch_partitions, copy_keys, seq = self._batch_partitions, self._copy_keys, self._seq
         out_append = batch.out.append
         # what was read before a restart, and which offsets are held, matter only to a
         # processor that can restart (or was restored from a checkpoint): not to a replay's
@@ -641,7 +652,8 @@ class BatchProcessor:
                     # as decoded, whatever a detector does to its own copy
                     snapshot = dict(event) if carry else None
                     for role, key in repartition_keys(rec.role, event):
-                        if role in forwarded_roles:
+                        keys_of = copy_keys.get((role, rec.role))
+                        if keys_of and any(keys(event) for keys in keys_of):
                             origin = (rec.role, rec.partition, rec.offset, copies)
                             out_append(
                                 OutRecord(role, key.encode(), rec.value, ts, None, origin, snapshot)

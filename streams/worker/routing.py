@@ -8,11 +8,13 @@ state on one kind of entity, and is fed by topics partitioned by that entity:
 | person      | person         | settlement, face-verify (both keyed by the person)       |
 | doctor      | doctor/pharm.  | face-verify (staff checks), by-doctor (settlements)      |
 | trace       | trace code     | trace-scan (keyed by the code)                           |
-| institution | institution    | by-institution (settlements, scans and face checks)      |
+| institution | institution    | by-institution (settlements, sale scans, face checks)    |
 | group       | peer group     | by-group (settlements, keyed by the institution's peers) |
 
 The three repartition topics carry the original record bytes under a new key, so a record is
-decoded again but never re-encoded. Every topic has the same partition count, so partition p
+decoded again but never re-encoded. A record is copied only to the stages where a detector keys
+it (`BatchProcessor`): a stock-in scan, which no institution detector reads, stays at the trace
+stage. Every topic has the same partition count, so partition p
 of each lands on one worker together with partition p of the state changelog.
 """
 

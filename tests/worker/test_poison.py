@@ -248,15 +248,29 @@ def test_worker_dead_letters_every_poison_and_reconciles(
     for d in letters:
         assert d["source_topic"] in inputs and d["reason"]
 
-    # Reconcile: records read = forwarded (judged) + dead-lettered + watermark control records.
+    # Reconcile: records read = judged + dead-lettered + watermark control records. A judged
+    # event goes on to the institution stage when a detector there takes it: every settlement,
+    # the sale scans that name their settlement (drug_swap; no stock-in scan), and the face
+    # checks at a registered institution (fence_breach).
     read = control = 0
+    judged: dict[str, set[str]] = {"settlement": set(), "sale": set(), "scan": set(), "face": set()}
     for name in inputs:
         for msg in read_all(settings, name):
             read += 1
-            control += msg.key() == WATERMARK_KEY
-    forwarded = [m for m in read_all(settings, topics.by_institution.name)
+            if msg.key() == WATERMARK_KEY:
+                control += 1
+            elif (msg.topic(), msg.partition(), msg.offset()) not in positions:
+                event = codec.decode(msg.value())
+                kind = ("face" if "subject_id" in event else "settlement" if "items" in event
+                        else "sale" if event["scan_type"] == "SALE" else "scan")  # fmt: skip
+                judged[kind].add(event["event_id"])
+    assert sum(map(len, judged.values())) == summary.total_events
+    assert read == summary.total_events + len(letters) + control
+    assert judged["scan"] and all(judged.values())  # the day has stock-in scans
+    forwarded = [codec.decode(m.value())["event_id"]
+                 for m in read_all(settings, topics.by_institution.name)
                  if m.key() != WATERMARK_KEY]  # fmt: skip
-    assert len(forwarded) == summary.total_events
-    assert read == len(forwarded) + len(letters) + control
+    assert len(forwarded) == len(set(forwarded))  # each once
+    assert set(forwarded) - judged["face"] == judged["settlement"] | judged["sale"]
     # and the valid events were judged: the institution-hour aggregates came out
     assert read_all(settings, topics.aggregates.name)
