@@ -28,7 +28,11 @@ _END = 2**62
 
 
 class StateStore(Protocol):
-    """Per-(detector, key) state. `put(..., None)` deletes the key."""
+    """Per-(detector, key) state. `put(..., None)` deletes the key.
+
+    A store whose states are nothing but a dict keyed `(detector id, key)` may expose that dict
+    as `objects` (`streams.worker.processor.ObjectStates`, a replay's): `DetectorSet` then reads
+    and writes it directly, without a call per state."""
 
     def get(self, detector_id: str, key: str) -> State | None: ...
 
@@ -112,6 +116,7 @@ class DetectorSet:
             for topic, dets in self._routes.items()
         }
         self.store: StateStore = store if store is not None else InMemoryStateStore()
+        self._objects: dict[tuple[str, str], State] | None = getattr(self.store, "objects", None)
         self.allowed_lateness_ms = allowed_lateness_ms
         self._now = now_ms
         self._max_time = _NEVER
@@ -171,30 +176,50 @@ class DetectorSet:
 
     def _run_timers(self, wm: int) -> list[Alert]:
         out: list[Alert] = []
-        heap = self._heap
+        heap, sched, dues, by_id, objects = (
+            self._heap,
+            self._sched,
+            self._due,
+            self.by_id,
+            self._objects,
+        )
+        get, put = self.store.get, self.store.put
         while heap and heap[0][0] <= wm:
             d, did, key = heappop(heap)
             k = (did, key)
-            if self._sched.get(k) != d:
+            if sched.get(k) != d:
                 continue  # superseded by an earlier deadline pushed later
-            del self._sched[k]
-            cur = self._due.get(k)
+            del sched[k]
+            cur = dues.get(k)
             if cur is None:
                 continue
             if cur > wm:  # deadline moved later since it was pushed
-                self._sched[k] = cur
+                sched[k] = cur
                 heappush(heap, (cur, did, key))
                 continue
-            state = self.store.get(did, key)
+            state = objects.get(k) if objects is not None else get(did, key)
             if state is None:
-                del self._due[k]
+                del dues[k]
                 continue
-            alerts, new = self.by_id[did].expire(state, wm, key)
-            self.store.put(did, key, new)
+            alerts, new = by_id[did].expire(state, wm, key)
             due = new.get(DUE) if new is not None else None
-            if due is not None and due <= wm:
-                new[DUE] = wm + 1  # a detector that did not move its deadline must not loop
-            self._index(did, key, new)
+            if objects is None:
+                put(did, key, new)
+            elif new is None:
+                del objects[k]
+            else:
+                objects[k] = new
+            # the timer index (`_index`), inlined: nearly every key ends in a timer
+            if due is None:
+                del dues[k]
+            else:
+                if due <= wm:
+                    new[DUE] = due = (
+                        wm + 1
+                    )  # a detector that did not move its deadline must not loop
+                dues[k] = due
+                sched[k] = due
+                heappush(heap, (due, did, key))
             if alerts:
                 out.extend(alerts)
         return out
@@ -216,7 +241,7 @@ class DetectorSet:
                     self._wm = wm
         wm = self._wm
         out: list[Alert] = []
-        get, put = self.store.get, self.store.put
+        get, put, objects = self.store.get, self.store.put, self._objects
         dues, sched, heap = self._due, self._sched, self._heap
         prof = self.profile
         calls = self._calls.get(event.get("_topic"), ())  # type: ignore[arg-type]
@@ -226,12 +251,17 @@ class DetectorSet:
             if keys:
                 if stateful:
                     for key in keys:
-                        state = get(did, key)
+                        k = (did, key)
+                        state = objects.get(k) if objects is not None else get(did, key)
                         alerts, new = judge(event, state, wm, key)
                         if new is not None or state is not None:
-                            put(did, key, new)
+                            if objects is None:
+                                put(did, key, new)
+                            elif new is None:
+                                objects.pop(k, None)
+                            else:
+                                objects[k] = new
                             # the timer index, inlined: this runs for almost every event
-                            k = (did, key)
                             due = new.get(DUE) if new is not None else None
                             if due is None:
                                 dues.pop(k, None)

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from bisect import bisect_right
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +60,12 @@ GAP_PATIENCE_S = 60.0
 """How long records past a gap in a source's offsets wait for the gap to be read (see
 `_in_offset_order`) before the gap is taken as final and they are judged."""
 DEDUP_HORIZON_MS = 60 * 60_000
-"""How far behind a stage's watermark an event id is remembered, to drop a second delivery of
-the same event (a producer's retry) instead of judging it twice. Kept in memory only: a
-duplicate whose two copies straddle a restart is judged twice (the rule detectors' windows
-ignore it; counting models may count it twice)."""
+"""How far behind a stage's watermark an event id is at least remembered, to drop a second
+delivery of the same event (a producer's retry) instead of judging it twice. The ids are kept
+by hour of event time, and an hour is forgotten once all of it is this far behind the watermark
+(so an id is remembered for one to two horizons). Kept in memory only: a duplicate whose two
+copies straddle a restart is judged twice (the rule detectors' windows ignore it; counting
+models may count it twice)."""
 
 
 @dataclass(slots=True)
@@ -224,30 +226,31 @@ class ObjectStates:
     never written back (a replay's processor over a plain dict: `BatchProcessor(replay=True)`): no
     table to read, no record of what changed, nothing kept for a deleted or absent key."""
 
-    __slots__ = ("_states", "partition")
+    __slots__ = ("objects", "partition")
     per_batch = False
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self._states: dict[tuple[str, str], State] = {}
+        # read and written directly by `DetectorSet` (see `models.runner.StateStore`)
+        self.objects: dict[tuple[str, str], State] = {}
 
     def get(self, detector_id: str, key: str) -> State | None:
-        return self._states.get((detector_id, key))
+        return self.objects.get((detector_id, key))
 
     def put(self, detector_id: str, key: str, state: State | None) -> None:
         if state is None:
-            self._states.pop((detector_id, key), None)
+            self.objects.pop((detector_id, key), None)
         else:
-            self._states[(detector_id, key)] = state
+            self.objects[(detector_id, key)] = state
 
     def preload(self, detector_id: str, key: str, state: State) -> None:
-        self._states[(detector_id, key)] = state
+        self.objects[(detector_id, key)] = state
 
     def drain(self) -> Iterator[tuple[str, State | None]]:
         return iter(())
 
     def cached_keys(self) -> int:
-        return len(self._states)
+        return len(self.objects)
 
 
 class BatchProcessor:
@@ -335,8 +338,8 @@ class BatchProcessor:
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
         # per (stage, partition): event keys judged recently, and their times in release order
-        self._seen: dict[tuple[str, int], dict[tuple[str, Any], int]] = {}
-        self._seen_order: dict[tuple[str, int], deque[tuple[int, tuple[str, Any]]]] = {}
+        # per (stage, partition): the event keys judged recently, by hour of event time
+        self._seen: dict[tuple[str, int], dict[int, set[Any]]] = {}
 
     # -- state ------------------------------------------------------------------------------
     def _set_for(self, stage: str, partition: int) -> DetectorSet:
@@ -405,7 +408,6 @@ class BatchProcessor:
         self._forwarded_wm.pop(partition, None)
         for stage in self.stages:
             self._seen.pop((stage, partition), None)
-            self._seen_order.pop((stage, partition), None)
         for bookkeeping in (
             self._read_next,
             self._first_read,
@@ -814,12 +816,14 @@ class BatchProcessor:
         buf = self._buffer(stage, partition)
         ds = self._set_for(stage, partition)
         seen = self._seen.setdefault((stage, partition), {})
-        order = self._seen_order.setdefault((stage, partition), deque())
         judge, results_extend, done_append = ds.process, batch.results.extend, batch.done.append
         held_offsets, processed = self._held_offsets, self.stats.processed
         lateness, advance = self.lateness, ds.advance
+        stage_wm = ds.watermark_ms  # moved only by `advance` here (an external watermark)
         self._sort(buf, (stage, partition))
         released = 0
+        hour_end = NEVER  # the hour of event time whose ids `ids` holds: [hour_end - 1 h, hour_end)
+        ids: set[Any] = set()
         try:
             for t, _, _, _, held in buf:
                 if t >= frontier:
@@ -827,17 +831,24 @@ class BatchProcessor:
                 released += 1
                 rec = held.rec
                 event = held.event
-                key = (event["event_id"], event.get("_route"))
-                if key in seen:
+                if not hour_end - DEDUP_HORIZON_MS <= t < hour_end:
+                    hour = t // DEDUP_HORIZON_MS
+                    hour_end = (hour + 1) * DEDUP_HORIZON_MS
+                    ids = seen.get(hour)  # type: ignore[assignment]
+                    if ids is None:
+                        ids = seen[hour] = set()
+                route = event.get("_route")
+                key = event["event_id"] if route is None else (event["event_id"], route)
+                if key in ids:
                     held.duplicate = True  # the same event delivered again: judged once
                 else:
-                    seen[key] = t
-                    order.append((t, key))
+                    ids.add(key)
                 if not held.failed and not held.duplicate:
-                    if t - lateness > ds.watermark_ms:
+                    if t - lateness > stage_wm:
                         # the timers due before this event fire first: a timer sees the events
                         # up to its deadline + lateness, however the batches cut the stream
-                        results_extend(advance(t - lateness))
+                        stage_wm = t - lateness
+                        results_extend(advance(stage_wm))
                     try:
                         results_extend(judge(event))
                     except Exception as exc:  # a detector bug must not stop the worker
@@ -852,9 +863,10 @@ class BatchProcessor:
                 held.pending -= 1
                 if held.pending == 0:
                     done_append(rec.ref)
-                    offsets = held_offsets.get((rec.topic, rec.partition))
-                    if offsets is not None:
-                        offsets.discard(rec.offset)
+                    if held_offsets:  # none in a replay
+                        offsets = held_offsets.get((rec.topic, rec.partition))
+                        if offsets is not None:
+                            offsets.discard(rec.offset)
                     if held.duplicate:
                         self.stats.duplicates[rec.role] += 1
                     elif not held.failed:
@@ -865,9 +877,10 @@ class BatchProcessor:
         wm = frontier - self.lateness
         if wm > ds.watermark_ms:
             batch.results.extend(ds.advance(wm))
+        # forget the hours whose every id is a horizon behind the watermark
         cutoff = ds.watermark_ms - DEDUP_HORIZON_MS
-        while order and order[0][0] < cutoff:
-            seen.pop(order.popleft()[1], None)
+        for hour in [h for h in seen if (h + 1) * DEDUP_HORIZON_MS <= cutoff]:
+            del seen[hour]
 
     def held(self) -> int:
         """Events waiting in reorder buffers (a stage's slowest input has not passed them)."""
