@@ -139,8 +139,8 @@ class DetectorSet:
 
     @property
     def pending_timers(self) -> int:
-        """Keys with a deadline (live state)."""
-        return len(self._due)
+        """Keys with a deadline (live state); over `objects`, keys with a timer scheduled."""
+        return len(self._due) if self._objects is None else len(self._sched)
 
     def advance(self, watermark_ms: int) -> list[Alert]:
         """Move the watermark forward without an event (idle partitions), firing due timers."""
@@ -175,14 +175,11 @@ class DetectorSet:
             heappush(self._heap, (due, did, key))
 
     def _run_timers(self, wm: int) -> list[Alert]:
+        """Fire the timers due by `wm`, in (due, detector id, key) order."""
+        if self._objects is not None:
+            return self._run_timers_on_objects(wm, self._objects)
         out: list[Alert] = []
-        heap, sched, dues, by_id, objects = (
-            self._heap,
-            self._sched,
-            self._due,
-            self.by_id,
-            self._objects,
-        )
+        heap, sched, dues, by_id = self._heap, self._sched, self._due, self.by_id
         get, put = self.store.get, self.store.put
         while heap and heap[0][0] <= wm:
             d, did, key = heappop(heap)
@@ -197,27 +194,57 @@ class DetectorSet:
                 sched[k] = cur
                 heappush(heap, (cur, did, key))
                 continue
-            state = objects.get(k) if objects is not None else get(did, key)
+            state = get(did, key)
             if state is None:
                 del dues[k]
                 continue
             alerts, new = by_id[did].expire(state, wm, key)
-            due = new.get(DUE) if new is not None else None
-            if objects is None:
-                put(did, key, new)
-            elif new is None:
-                del objects[k]
-            else:
-                objects[k] = new
+            put(did, key, new)
             # the timer index (`_index`), inlined: nearly every key ends in a timer
+            due = new.get(DUE) if new is not None else None
             if due is None:
                 del dues[k]
             else:
-                if due <= wm:
-                    new[DUE] = due = (
-                        wm + 1
-                    )  # a detector that did not move its deadline must not loop
+                if due <= wm:  # a detector that did not move its deadline must not loop
+                    new[DUE] = due = wm + 1
                 dues[k] = due
+                sched[k] = due
+                heappush(heap, (due, did, key))
+            if alerts:
+                out.extend(alerts)
+        return out
+
+    def _run_timers_on_objects(self, wm: int, objects: dict[tuple[str, str], State]) -> list[Alert]:
+        """`_run_timers` over a store that is a dict of the states themselves: a key's deadline
+        is read from its state (no `_due` index), so a timer touches two dicts, not three (the
+        keys are cold by the time they are due: every lookup is a cache miss)."""
+        out: list[Alert] = []
+        heap, sched, by_id = self._heap, self._sched, self.by_id
+        while heap and heap[0][0] <= wm:
+            d, did, key = heappop(heap)
+            k = (did, key)
+            if sched.get(k) != d:
+                continue  # superseded by an earlier deadline pushed later
+            state = objects.get(k)
+            cur = state.get(DUE) if state is not None else None
+            if cur is None:  # deleted, or no deadline any more
+                del sched[k]
+                continue
+            if cur > wm:  # deadline moved later since it was pushed
+                sched[k] = cur
+                heappush(heap, (cur, did, key))
+                continue
+            alerts, new = by_id[did].expire(state, wm, key)
+            due = new.get(DUE) if new is not None else None
+            if new is None:
+                del objects[k]
+            else:
+                objects[k] = new
+            if due is None:
+                del sched[k]
+            else:
+                if due <= wm:  # a detector that did not move its deadline must not loop
+                    new[DUE] = due = wm + 1
                 sched[k] = due
                 heappush(heap, (due, did, key))
             if alerts:
@@ -249,19 +276,31 @@ class DetectorSet:
             t0 = time.perf_counter() if prof else 0.0
             keys = keys_of(event)
             if keys:
-                if stateful:
+                if stateful and objects is not None:  # states read and written in place
                     for key in keys:
                         k = (did, key)
-                        state = objects.get(k) if objects is not None else get(did, key)
+                        state = objects.get(k)
+                        alerts, new = judge(event, state, wm, key)
+                        if new is not None:
+                            objects[k] = new
+                            due = new.get(DUE)
+                            if due is not None:  # scheduled unless an earlier deadline is
+                                s = sched.get(k)
+                                if s is None or due < s:
+                                    sched[k] = due
+                                    heappush(heap, (due, did, key))
+                        elif state is not None:
+                            del objects[k]
+                        if alerts:
+                            out.extend(alerts)
+                elif stateful:
+                    for key in keys:
+                        state = get(did, key)
                         alerts, new = judge(event, state, wm, key)
                         if new is not None or state is not None:
-                            if objects is None:
-                                put(did, key, new)
-                            elif new is None:
-                                objects.pop(k, None)
-                            else:
-                                objects[k] = new
+                            put(did, key, new)
                             # the timer index, inlined: this runs for almost every event
+                            k = (did, key)
                             due = new.get(DUE) if new is not None else None
                             if due is None:
                                 dues.pop(k, None)

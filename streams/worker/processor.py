@@ -610,8 +610,9 @@ class BatchProcessor:
         )  # fmt: skip
         batch_partitions, copy_keys, seq = self._batch_partitions, self._copy_keys, self._seq
         out_append = batch.out.append
-        # what was read before a restart, and which offsets are held, matter only to a
-        # processor that can restart (or was restored from a checkpoint): not to a replay's
+        # what was read before a restart, which offsets are held, and which copies came
+        # already (forwarded again around a crash) matter only to a processor that can restart
+        # (or was restored from a checkpoint): not to a replay's
         restartable = not self.replay or bool(self._restored)
         progress, carry = self.progress, self.replay
         for rec in ordered:
@@ -636,7 +637,7 @@ class BatchProcessor:
                 touched.update((stage, rec.partition) for stage in STAGES_OF_ROLE[rec.role])
                 batch.done.append(rec.ref)
                 continue
-            if rec.origin is not None and self._copy_seen(rec, forwarded):
+            if rec.origin is not None and restartable and self._copy_seen(rec, forwarded):
                 self.stats.duplicates[rec.role] += 1  # forwarded twice around a crash
                 batch.done.append(rec.ref)
                 continue

@@ -52,6 +52,31 @@ class Probe:
         return [], None
 
 
+class ObjectsStore:
+    """A store that is a dict of the states themselves, as a replay's (`ObjectStates`):
+    `DetectorSet` reads and writes `objects` directly and reads deadlines from the states."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+
+    def get(self, detector_id: str, key: str) -> dict | None:
+        return self.objects.get((detector_id, key))
+
+    def put(self, detector_id: str, key: str, state: dict | None) -> None:
+        if state is None:
+            self.objects.pop((detector_id, key), None)
+        else:
+            self.objects[(detector_id, key)] = state
+
+
+STORES = [InMemoryStateStore, ObjectsStore]
+
+
+@pytest.fixture(params=STORES, ids=["store", "objects"])
+def store(request: pytest.FixtureRequest) -> Any:
+    return request.param()
+
+
 def _ds(*dets: Any, **kw: Any) -> DetectorSet:
     return DetectorSet(dets, now_ms=lambda: 42, **kw)
 
@@ -114,9 +139,9 @@ def test_detected_at_is_the_injected_clock() -> None:
     assert alerts[0].detected_at == 42
 
 
-def test_timer_fires_once_when_watermark_passes_due() -> None:
+def test_timer_fires_once_when_watermark_passes_due(store: Any) -> None:
     probe = Probe()
-    ds = _ds(probe, allowed_lateness_ms=0)
+    ds = _ds(probe, allowed_lateness_ms=0, store=store)
     ds.process(f.settlement(f.at(0, 9), person="A"))
     assert ds.pending_timers == 1
     ds.process(f.settlement(f.at(0, 9, 4), person="B"))
@@ -128,16 +153,41 @@ def test_timer_fires_once_when_watermark_passes_due() -> None:
     assert [k for k, _ in probe.expired] == ["A"]
 
 
-def test_timer_follows_a_deadline_moved_later_or_earlier() -> None:
+def test_timer_follows_a_deadline_moved_later(store: Any) -> None:
     probe = Probe()
-    ds = _ds(probe, allowed_lateness_ms=0)
+    ds = _ds(probe, allowed_lateness_ms=0, store=store)
     ds.process(f.settlement(f.at(0, 9), person="A"))
     ds.process(f.settlement(f.at(0, 9, 3), person="A"))  # due moves to 9:08
     ds.process(f.settlement(f.at(0, 9, 6), person="B"))
     assert probe.expired == []
     ds.process(f.settlement(f.at(0, 9, 8), person="C"))
     assert probe.expired == [("A", f.at(0, 9, 8))]
-    # an earlier deadline replaces a later one
+    assert store.get("probe", "A") is None
+
+
+def test_timer_follows_a_deadline_moved_earlier(store: Any) -> None:
+    class Shortening(Probe):
+        """Its second event for a key brings the deadline forward to one minute after it."""
+
+        def process(self, event: dict, state: dict | None, watermark_ms: int, key: str):
+            alerts, new = super().process(event, state, watermark_ms, key)
+            if state is not None:
+                new[DUE] = event["event_time"] + MIN
+            return alerts, new
+
+    probe = Shortening()
+    ds = _ds(probe, allowed_lateness_ms=0, store=store)
+    ds.process(f.settlement(f.at(0, 9), person="A"))  # due 9:05
+    ds.process(f.settlement(f.at(0, 9, 1), person="A"))  # due 9:02
+    ds.process(f.settlement(f.at(0, 9, 2), person="B"))
+    assert probe.expired == [("A", f.at(0, 9, 2))]
+    ds.process(f.settlement(f.at(0, 9, 5), person="C"))  # A's first deadline: nothing left
+    assert [k for k, _ in probe.expired] == ["A"]
+
+
+def test_reindex_replaces_a_later_deadline_with_an_earlier_one() -> None:
+    probe = Probe()
+    ds = _ds(probe, allowed_lateness_ms=0)
     ds.store.put("probe", "Z", {"n": 1, DUE: f.at(0, 12)})
     ds.reindex([("probe", "Z", {"n": 1, DUE: f.at(0, 12)})])
     ds.reindex([("probe", "Z", {"n": 1, DUE: f.at(0, 9, 9)})])
@@ -145,9 +195,9 @@ def test_timer_follows_a_deadline_moved_later_or_earlier() -> None:
     assert probe.expired[-1] == ("Z", f.at(0, 9, 9))
 
 
-def test_expiry_touches_only_due_keys() -> None:
+def test_expiry_touches_only_due_keys(store: Any) -> None:
     probe = Probe()
-    ds = _ds(probe, allowed_lateness_ms=0)
+    ds = _ds(probe, allowed_lateness_ms=0, store=store)
     for n in range(200):
         ds.process(f.settlement(f.at(0, 9) + n * 1000, person=f"P{n}"))
     ds.advance(f.at(0, 9, 5) + 9_500)
@@ -167,14 +217,14 @@ def test_reindex_after_restart_restores_timers() -> None:
     assert probe.expired and store.count() == 0
 
 
-def test_a_timer_that_does_not_move_cannot_loop() -> None:
+def test_a_timer_that_does_not_move_cannot_loop(store: Any) -> None:
     class Stuck(Probe):
         def expire(self, state, watermark_ms, key):
             self.expired.append((key, watermark_ms))
             return [], state  # due unchanged, still in the past
 
     probe = Stuck()
-    ds = _ds(probe, allowed_lateness_ms=0)
+    ds = _ds(probe, allowed_lateness_ms=0, store=store)
     ds.process(f.settlement(f.at(0, 9)))
     ds.advance(f.at(0, 10))
     ds.advance(f.at(0, 10))
@@ -211,6 +261,16 @@ def test_all_detectors_together_are_deterministic_whatever_the_batching() -> Non
     pieces += ds.flush()
     assert _records(whole) == _records(pieces)
     assert {a.detector_id for a in whole} >= set(FIRING)
+
+
+def test_all_detectors_judge_alike_over_a_dict_of_the_states() -> None:
+    events = _all_scenarios()
+    whole, _ = f.run(default_detectors(f.registry()), events)
+    store = ObjectsStore()
+    ds = DetectorSet(default_detectors(f.registry()), store=store, now_ms=lambda: 1_800_000_000_000)
+    objects = ds.process_batch(events) + ds.flush()
+    assert _records(whole) == _records(objects)
+    assert store.objects == {}  # every key expired at the end
 
 
 # --- robustness --------------------------------------------------------------------------
