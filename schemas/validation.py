@@ -178,12 +178,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "...'"
 
 
-def _code(value: Any, pattern: re.Pattern[str], field: str, what: str) -> None:
+def _code(
+    value: Any, pattern: re.Pattern[str], field: str, what: str, line: int | None = None
+) -> None:
     known = _MATCHED.get(pattern)
     if known is not None and isinstance(value, str) and value in known:
         return
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
-        raise InvalidEvent("bad_code", f"{field} {_show(value)} is not {what}")
+        raise InvalidEvent("bad_code", f"{_line(field, line)} {_show(value)} is not {what}")
     if known is not None and len(value) <= 32 and len(known) < MATCHED_LIMIT:
         known.add(value)
 
@@ -272,12 +274,13 @@ def _settlement(e: Mapping[str, Any]) -> None:
         _reference(e["reversal_of"], "reversal_of", "a reversal names the settlement it undoes")
     money = [("total_fen", e["total_fen"]), ("fund_paid_fen", e["fund_paid_fen"]),
              ("self_paid_fen", e["self_paid_fen"])]  # fmt: skip
+    # (the field names of a line are formatted only for an error: most lines have none)
     for it in items:
         n = it["line_no"]
-        _sign(f"line {n} quantity", it["quantity"], reversal)
-        _sign(f"line {n} amount_fen", it["amount_fen"], reversal)
+        _sign("quantity", it["quantity"], reversal, n)
+        _sign("amount_fen", it["amount_fen"], reversal, n)
         if it["days_supply"] is not None:
-            _sign(f"line {n} days_supply", it["days_supply"], reversal)
+            _sign("days_supply", it["days_supply"], reversal, n)
         if it["unit_price_fen"] < 0:
             raise InvalidEvent(
                 "negative_amount", f"line {n} unit_price_fen {it['unit_price_fen']} is negative"
@@ -289,8 +292,8 @@ def _settlement(e: Mapping[str, Any]) -> None:
         _amount(field, value)
     for it in items:
         n = it["line_no"]
-        _amount(f"line {n} amount_fen", it["amount_fen"])
-        _amount(f"line {n} unit_price_fen", it["unit_price_fen"])
+        _amount("amount_fen", it["amount_fen"], n)
+        _amount("unit_price_fen", it["unit_price_fen"], n)
         if abs(it["quantity"]) > MAX_LINE_QUANTITY:
             raise InvalidEvent(
                 "absurd_quantity",
@@ -302,9 +305,9 @@ def _settlement(e: Mapping[str, Any]) -> None:
                 "absurd_quantity", f"line {n} days_supply {days} (limit {MAX_DAYS_SUPPLY})"
             )
         if it["item_type"] == "DRUG":
-            _code(it["item_code"], _DRUG, f"line {n} drug code", "a national drug code")
+            _code(it["item_code"], _DRUG, "drug code", "a national drug code", n)
         for code in it["trace_codes"]:
-            _code(code, _TRACE, f"line {n} trace code", "20 digits")
+            _code(code, _TRACE, "trace code", "20 digits", n)
 
     total = e["total_fen"]
     if e["fund_paid_fen"] + e["self_paid_fen"] != total:
@@ -328,19 +331,26 @@ def _settlement(e: Mapping[str, Any]) -> None:
         )
 
 
-def _sign(field: str, value: int, reversal: bool) -> None:
+def _line(field: str, line: int | None) -> str:
+    return field if line is None else f"line {line} {field}"
+
+
+def _sign(field: str, value: int, reversal: bool, line: int | None = None) -> None:
     if reversal and value > 0:
         raise InvalidEvent(
-            "positive_reversal", f"{field} {value} is positive in a reversal (amounts undo)"
+            "positive_reversal",
+            f"{_line(field, line)} {value} is positive in a reversal (amounts undo)",
         )
     if not reversal and value < 0:
         raise InvalidEvent(
-            "negative_amount", f"{field} {value} is negative but reversal_of is not set"
+            "negative_amount",
+            f"{_line(field, line)} {value} is negative but reversal_of is not set",
         )
 
 
-def _amount(field: str, value: int) -> None:
+def _amount(field: str, value: int, line: int | None = None) -> None:
     if abs(value) > MAX_AMOUNT_FEN:
+        field = _line(field, line)
         raise InvalidEvent(
             "absurd_amount",
             f"{field} {value} fen = {value / 100:,.0f} yuan (limit {MAX_AMOUNT_FEN // 100:,})",

@@ -291,6 +291,25 @@ def test_rule_rejects(code: str, schema: str, make: Callable[[], Record]) -> Non
     assert reason(schema, make()) == code
 
 
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"quantity": -2, "amount_fen": -3000}, "line 1 quantity -2 is negative but reversal_of"),
+        ({"days_supply": -30}, "line 1 days_supply -30 is negative"),
+        (
+            {"quantity": 0, "amount_fen": 0, "unit_price_fen": MAX_AMOUNT_FEN + 1},
+            f"line 1 unit_price_fen {MAX_AMOUNT_FEN + 1} fen",
+        ),
+        ({"item_code": "NOT-A-DRUG"}, "line 1 drug code 'NOT-A-DRUG' is not a national drug code"),
+    ],
+)
+def test_a_line_error_names_the_line_and_field(over: dict, message: str) -> None:
+    record = with_items(settlement(), **over)
+    with pytest.raises(InvalidEvent) as err:
+        validate("SettlementEvent", record, NOW)
+    assert str(err.value).startswith(message), str(err.value)
+
+
 def test_every_reason_code_has_a_rejection_test() -> None:
     assert {code for code, _, _ in REJECTED} == set(REASON_CODES)
 
