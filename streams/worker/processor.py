@@ -294,21 +294,19 @@ class BatchProcessor:
         # per (repartition role, partition, origin role, origin partition): the highest
         # (offset, copy) of the copies read (see `_copy_seen`)
         self._origin_high: dict[tuple[str, int, str, int], tuple[int, int]] = {}
-        # per (repartition role, input role): the `keys` of the detectors downstream that take
-        # that input; a record is copied only where one of them keys it (an input no detector
-        # there takes, a stock-in scan at the institution stage, is not copied at all)
-        self._copy_keys: dict[tuple[str, str], tuple[Callable[[Event], list[str]], ...]] = {
-            (role, source): keys
-            for role in REPARTITION_ROLES
-            for source in INPUT_ROLES
-            if (
-                keys := tuple(
-                    det.keys
-                    for stage in STAGES_OF_ROLE[role]
-                    for det in self.stages[stage]
-                    if source in det.topics
-                )
+        # An input record goes only where a detector keys it: per (stage or repartition role,
+        # input role), the `keys` of the detectors there that take that input. A stock-in scan,
+        # which no detector reads, waits in no buffer and is copied nowhere; a patient's face
+        # check skips the doctor stage, a staff clock-in the person stage.
+        self._takers: dict[tuple[str, str], tuple[Callable[[Event], list[str]], ...]] = {
+            (place, source): tuple(
+                det.keys
+                for stage in STAGES_OF_ROLE.get(place, (place,))
+                for det in self.stages[stage]
+                if source in det.topics
             )
+            for place in (*self.stages, *REPARTITION_ROLES)
+            for source in INPUT_ROLES
         }
         self.lateness = allowed_lateness_ms
         self.partitions = partitions
@@ -608,7 +606,7 @@ class BatchProcessor:
         stores, read, buffer_of, held_offsets = (
             self.stores, self.stats.read, self._buffer, self._held_offsets
         )  # fmt: skip
-        batch_partitions, copy_keys, seq = self._batch_partitions, self._copy_keys, self._seq
+        batch_partitions, takers, seq = self._batch_partitions, self._takers, self._seq
         out_append = batch.out.append
         # what was read before a restart, which offsets are held, and which copies came
         # already (forwarded again around a crash) matter only to a processor that can restart
@@ -655,8 +653,7 @@ class BatchProcessor:
                     # as decoded, whatever a detector does to its own copy
                     snapshot = dict(event) if carry else None
                     for role, key in repartition_keys(rec.role, event):
-                        keys_of = copy_keys.get((role, rec.role))
-                        if keys_of and any(keys(event) for keys in keys_of):
+                        if _taken(takers[(role, rec.role)], event):
                             origin = (rec.role, rec.partition, rec.offset, copies)
                             out_append(
                                 OutRecord(role, key.encode(), rec.value, ts, None, origin, snapshot)
@@ -668,6 +665,13 @@ class BatchProcessor:
                 if ts > progress.get(channel, NEVER):
                     progress[channel] = ts
             stages = STAGES_OF_ROLE[rec.role]
+            if rec.role in INPUT_ROLES:
+                touched.update((stage, rec.partition) for stage in stages)  # progress moved
+                stages = tuple(st for st in stages if _taken(takers[(st, rec.role)], event))
+                if not stages and waiting is None:  # no detector reads it: judged as it is
+                    self.stats.processed[rec.role] += 1
+                    batch.done.append(rec.ref)
+                    continue
             if waiting is not None:  # re-read: only the stages that had not judged it yet
                 stages = tuple(stage for stage in stages if stage in waiting)
                 if not stages:
@@ -1036,6 +1040,14 @@ class BatchProcessor:
         return OutRecord(
             "dead_letters", rec.topic.encode(), self.codec.encode("DeadLetter", letter), now
         )
+
+
+def _taken(keys_of: tuple[Callable[[Event], list[str]], ...], event: Event) -> bool:
+    """Whether one of these detectors keys the event."""
+    for keys in keys_of:  # noqa: SIM110 (a loop: any() over a generator is slower here)
+        if keys(event):
+            return True
+    return False
 
 
 class _Rejected(Exception):
