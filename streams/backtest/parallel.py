@@ -246,8 +246,8 @@ def _private_bytes() -> int | None:
 
 
 def _add_stats(total: WorkerStats, s: WorkerStats) -> None:
-    for name in ("read", "processed", "dead_lettered", "control", "replayed", "duplicates",
-                 "alerts"):  # fmt: skip
+    for name in ("read", "processed", "unkeyed", "dead_lettered", "control", "replayed",
+                 "duplicates", "alerts"):  # fmt: skip
         getattr(total, name).update(getattr(s, name))
     total.batches += s.batches
 

@@ -264,7 +264,7 @@ def run_backtest(
     elapsed = time.perf_counter() - t0
     cand, base = judged[0], (judged[1] if base_rules is not None else None)
     ps = cand.stats
-    stats.valid = sum(ps.processed[r] for r in INPUT_ROLES)
+    stats.valid = ps.valid_events()
     stats.control = sum(ps.control[r] for r in INPUT_ROLES) - cand.end_marks
     stats.invalid = Counter(ps.dead_lettered)
     alerts = _as_stored(list(cand.alerts.values()), pseudo)

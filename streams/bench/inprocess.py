@@ -471,7 +471,7 @@ def run_processor(
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     gc.unfreeze()
-    events = sum(proc.stats.processed[r] for r in INPUT_ROLES)
+    events = proc.stats.valid_events()
     alerts = sum(proc.stats.alerts.values())
     result = ProcessorResult(
         events, proc.stats.batches, elapsed, written, writes, alerts, dict(proc.stats.alerts), cpu
@@ -517,7 +517,7 @@ def run_backtest_engine(settings: Settings, registry: Registry) -> BacktestEngin
     [judged] = judge_range(settings, BacktestSpec(0, 2**62), None, [rules], registry,
                            SourceStats(), 0)  # fmt: skip
     elapsed = time.perf_counter() - t0
-    events = sum(judged.stats.processed[r] for r in INPUT_ROLES)
+    events = judged.stats.valid_events()
     return BacktestEngineResult(
         events, elapsed, frozenset(judged.alerts), workers, judged.private_bytes
     )

@@ -165,6 +165,12 @@ class WorkerMetrics(Collector):
             stats and stats.processed,
         )
         yield counter(
+            "fundwatch_worker_records_unkeyed",
+            "Valid input records no detector keys (e.g. stock-in scans), per source topic role",
+            "role",
+            stats and stats.unkeyed,
+        )
+        yield counter(
             "fundwatch_worker_records_control",
             "Watermark records read, per source topic role",
             "role",

@@ -158,13 +158,18 @@ def parse_origin(value: bytes) -> Origin | None:
 @dataclass
 class WorkerStats:
     read: Counter = field(default_factory=Counter)  # per source role
-    processed: Counter = field(default_factory=Counter)
+    processed: Counter = field(default_factory=Counter)  # judged by the detectors, once each
+    unkeyed: Counter = field(default_factory=Counter)  # valid, but no detector keys them
     dead_lettered: Counter = field(default_factory=Counter)  # per reason code
     control: Counter = field(default_factory=Counter)  # watermark records per source role
     replayed: Counter = field(default_factory=Counter)  # re-delivered, judged before a restart
     duplicates: Counter = field(default_factory=Counter)  # an event id already judged (retries)
     alerts: Counter = field(default_factory=Counter)  # per detector id
     batches: int = 0
+
+    def valid_events(self) -> int:
+        """The valid input events: judged, or keyed by no detector (a stock-in scan)."""
+        return sum(self.processed[r] + self.unkeyed[r] for r in INPUT_ROLES)
 
 
 class CachedState:
@@ -668,8 +673,8 @@ class BatchProcessor:
             if rec.role in INPUT_ROLES:
                 touched.update((stage, rec.partition) for stage in stages)  # progress moved
                 stages = tuple(st for st in stages if _taken(takers[(st, rec.role)], event))
-                if not stages and waiting is None:  # no detector reads it: judged as it is
-                    self.stats.processed[rec.role] += 1
+                if not stages and waiting is None:  # no detector keys it: done
+                    self.stats.unkeyed[rec.role] += 1
                     batch.done.append(rec.ref)
                     continue
             if waiting is not None:  # re-read: only the stages that had not judged it yet

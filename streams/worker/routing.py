@@ -12,10 +12,11 @@ state on one kind of entity, and is fed by topics partitioned by that entity:
 | group       | peer group     | by-group (settlements, keyed by the institution's peers) |
 
 The three repartition topics carry the original record bytes under a new key, so a record is
-decoded again but never re-encoded. A record is copied only to the stages where a detector keys
-it (`BatchProcessor`): a stock-in scan, which no institution detector reads, stays at the trace
-stage. Every topic has the same partition count, so partition p
-of each lands on one worker together with partition p of the state changelog.
+decoded again but never re-encoded. An input record goes only to the stages where a detector
+keys it, whether directly or as a copy (`BatchProcessor`): a stock-in scan, which no detector
+reads, goes nowhere (counted as unkeyed); a patient's face check skips the doctor stage.
+Every topic has the same partition count, so partition p of each lands on one worker together
+with partition p of the state changelog.
 """
 
 from __future__ import annotations

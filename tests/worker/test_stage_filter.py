@@ -1,5 +1,5 @@
 """An input record goes to a stage, directly or copied to its repartition topic, only when a
-detector of that stage keys it; one that no detector keys is judged at once, and counted."""
+detector of that stage keys it; one that no detector keys is done at once, counted as unkeyed."""
 
 from __future__ import annotations
 
@@ -34,12 +34,13 @@ def test_a_sale_scan_goes_to_the_institution_stage_for_drug_swap() -> None:
     assert _copied(_processor(), "trace_scan", trace_scan()) == ["by_institution"]
 
 
-def test_a_stock_in_scan_goes_nowhere_and_is_counted_as_judged() -> None:
+def test_a_stock_in_scan_goes_nowhere_and_is_counted_as_unkeyed() -> None:
     stock_in = trace_scan(scan_type="STOCK_IN", settlement_id=None)
     proc = _processor()
     assert _copied(proc, "trace_scan", stock_in) == []
     assert proc.held() == 0  # in no reorder buffer: no detector keys a stock-in scan
-    assert proc.stats.read["trace_scan"] == proc.stats.processed["trace_scan"] == 1
+    assert proc.stats.read["trace_scan"] == proc.stats.unkeyed["trace_scan"] == 1
+    assert proc.stats.processed["trace_scan"] == 0 and proc.stats.valid_events() == 1
 
 
 def test_a_sale_scan_waits_for_the_trace_stage() -> None:
