@@ -12,6 +12,7 @@ from models.alerts import Alert, make_alert
 from models.detector import DUE
 from models.detectors import CardBurst
 from models.runner import DetectorSet, InMemoryStateStore, default_detectors
+from streams.worker.processor import ObjectStates
 from tests.models import factories as f
 from tests.models.scenarios import FIRING
 
@@ -52,24 +53,13 @@ class Probe:
         return [], None
 
 
-class ObjectsStore:
-    """A store that is a dict of the states themselves, as a replay's (`ObjectStates`):
-    `DetectorSet` reads and writes `objects` directly and reads deadlines from the states."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict] = {}
-
-    def get(self, detector_id: str, key: str) -> dict | None:
-        return self.objects.get((detector_id, key))
-
-    def put(self, detector_id: str, key: str, state: dict | None) -> None:
-        if state is None:
-            self.objects.pop((detector_id, key), None)
-        else:
-            self.objects[(detector_id, key)] = state
+def _objects() -> ObjectStates:
+    """A replay's store: a dict of the states themselves, which `DetectorSet` reads and writes
+    directly, reading each key's deadline from its state."""
+    return ObjectStates(partition=0)
 
 
-STORES = [InMemoryStateStore, ObjectsStore]
+STORES = [InMemoryStateStore, _objects]
 
 
 @pytest.fixture(params=STORES, ids=["store", "objects"])
@@ -266,7 +256,7 @@ def test_all_detectors_together_are_deterministic_whatever_the_batching() -> Non
 def test_all_detectors_judge_alike_over_a_dict_of_the_states() -> None:
     events = _all_scenarios()
     whole, _ = f.run(default_detectors(f.registry()), events)
-    store = ObjectsStore()
+    store = ObjectStates(partition=0)
     ds = DetectorSet(default_detectors(f.registry()), store=store, now_ms=lambda: 1_800_000_000_000)
     objects = ds.process_batch(events) + ds.flush()
     assert _records(whole) == _records(objects)
