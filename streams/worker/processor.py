@@ -340,7 +340,6 @@ class BatchProcessor:
         self.floor: dict[tuple[str, int], int] = {}
         self._written: dict[int, Any] = {}
         self._batch_partitions: set[int] = set()
-        # per (stage, partition): event keys judged recently, and their times in release order
         # per (stage, partition): the event keys judged recently, by hour of event time
         self._seen: dict[tuple[str, int], dict[int, set[Any]]] = {}
 
