@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -254,8 +256,13 @@ def produce_to_kafka(
     pacer = Pacer(rate) if rate else None
     t0 = time.monotonic()
     produce, poll = producer.produce, producer.poll
+    stop = threading.Event()
+    restore = _sigint_sets(stop)
     try:
         for rec in _bounded(records, max_events):
+            if stop.is_set():
+                summary.interrupted = True
+                break
             if pacer is not None and rec.topic != SIM_LABELS:
                 pacer.wait()
             if rec.topic != SIM_LABELS:
@@ -282,10 +289,12 @@ def produce_to_kafka(
                 poll(0)
             if failed[0]:
                 break
-        if summary.last_ms is not None:
+        if summary.last_ms is not None and not summary.interrupted:
             heartbeat.final(summary.last_ms)
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        restore()
     remaining = producer.flush(flush_timeout_s)
     for _ in range(UNCONFIRMED_ROUNDS):
         if not unconfirmed or remaining or failed[0]:
@@ -310,6 +319,21 @@ def produce_to_kafka(
             f"first errors: {'; '.join(failures) or 'timeout'}"
         )
     return summary
+
+
+def _sigint_sets(stop: threading.Event) -> Any:
+    """While producing, Ctrl-C (SIGINT) sets `stop`, which the loop checks per record, instead
+    of raising KeyboardInterrupt wherever it lands: raised inside a delivery callback that
+    `poll` runs, it made confluent-kafka return NULL (a SystemError, not an interruption).
+    Only where SIGINT raises KeyboardInterrupt, in the main thread; returns what restores the
+    handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return lambda: None
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 class _Heartbeat:
