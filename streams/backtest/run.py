@@ -167,7 +167,7 @@ def load_reviews(store: Store | None) -> dict[str, str]:
     return {r[0]: r[1] for r in rows if r[1] in ("confirmed", "rejected")}
 
 
-def judge_here(
+def judge_range(
     settings: Settings,
     spec: BacktestSpec,
     store: Store | None,
@@ -178,7 +178,19 @@ def judge_here(
     on_total: Callable[[int], None] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> list[Judged]:
-    """Judge the range in this process: one read of the input, a `Replica` per rule set."""
+    """Judge the range with every rule set on the processes `backtest_workers` gives (one per
+    CPU for a Kafka source, by default), or in this process: one read of the input, a `Replica`
+    per rule set."""
+    workers = backtest_workers(settings, spec.source)
+    log.info(
+        "backtest: judging on %d process(es), the states as %s (FUNDWATCH_BACKTEST_STATE)",
+        workers, settings.backtest_state,
+    )  # fmt: skip
+    if workers > 1:
+        return judge_in_processes(
+            settings, spec.from_ms, spec.to_ms, rule_sets, registry, workers, stats, now,
+            on_total, on_read,
+        )  # fmt: skip
     if spec.source == "kafka":
         source = kafka_records(settings, spec.from_ms, spec.to_ms, stats, on_read)
     elif spec.source == "clickhouse":
@@ -196,32 +208,6 @@ def judge_here(
         judge(source, replicas, spec.to_ms)
     marks = len(source.topics) * source.partitions
     return [Judged(r.alerts, r.proc.stats, marks) for r in replicas]
-
-
-def judge_range(
-    settings: Settings,
-    spec: BacktestSpec,
-    store: Store | None,
-    rule_sets: Sequence[RuleConfig],
-    registry: Registry,
-    stats: SourceStats,
-    now: int,
-    on_total: Callable[[int], None] | None = None,
-    on_read: Callable[[int], None] | None = None,
-) -> list[Judged]:
-    """Judge the range with every rule set on the processes `backtest_workers` gives (one per
-    CPU for a Kafka source, by default), or in this process."""
-    workers = backtest_workers(settings, spec.source)
-    log.info(
-        "backtest: judging on %d process(es), the states as %s (FUNDWATCH_BACKTEST_STATE)",
-        workers, settings.backtest_state,
-    )  # fmt: skip
-    if workers > 1:
-        return judge_in_processes(
-            settings, spec.from_ms, spec.to_ms, rule_sets, registry, workers, stats, now,
-            on_total, on_read,
-        )  # fmt: skip
-    return judge_here(settings, spec, store, rule_sets, registry, stats, now, on_total, on_read)
 
 
 def _as_stored(alerts: Sequence[Alert], pseudo: Any) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from schemas.codec import Codec
 from streams.backtest import parallel
 from streams.backtest.parallel import Judged, backtest_workers, judge_in_processes
 from streams.backtest.replica import Replica
-from streams.backtest.run import BacktestSpec, judge_here
+from streams.backtest.run import BacktestSpec, judge_range
 from streams.backtest.sources import SourceStats, kafka_records
 from streams.config import Settings
 from streams.simulator import SimConfig, Simulation
@@ -66,7 +66,8 @@ def _here(world: dict, configs: list[str]) -> tuple[list[Judged], SourceStats]:
     stats = SourceStats()
     spec = BacktestSpec(world["from"], world["to"])
     rule_sets = [load_rule_config(c) for c in configs]
-    return judge_here(world["settings"], spec, None, rule_sets, world["registry"], stats, 0), stats
+    one = world["settings"].model_copy(update={"backtest_workers": 1})  # in this process
+    return judge_range(one, spec, None, rule_sets, world["registry"], stats, 0), stats
 
 
 def _processes(world: dict, configs: list[str], n: int) -> tuple[list[Judged], SourceStats]:
